@@ -1,0 +1,97 @@
+//! Bijections: invertible, differentiable maps with a tractable log-determinant.
+//!
+//! # Direction convention
+//! `forward` maps data `x` to latent `z` (the normalizing direction) and `inverse` maps `z` back
+//! to `x` (the sampling direction). Every call returns the log absolute determinant of the
+//! Jacobian of the map it computed ("ladj"), one value per sample:
+//!
+//! ```text
+//! forward_and_ladj(x) = (z, log|det dz/dx|)      inverse_and_ladj(z) = (x, log|det dx/dz|)
+//! log p(x) = log q0(forward(x)) + log|det dz/dx|
+//! ```
+//!
+//! # Shapes
+//! Inputs are `(batch, event...)`: `(B, D)` for vectors, `(B, C, H, W)` for images. Outputs have the
+//! input's shape (unless a layer documents otherwise, e.g. squeeze) and ladj is `(B,)`. A context,
+//! when given, is `(B, context_features)`.
+
+mod chain;
+mod elementwise_affine;
+mod inverse;
+
+pub use chain::Chain;
+pub use elementwise_affine::ElementwiseAffine;
+pub use inverse::Inverse;
+
+use candle_core::Tensor;
+
+use crate::Result;
+
+/// An invertible map with its log absolute Jacobian determinant, optionally conditioned on a
+/// context.
+///
+/// See the [module docs](self) for the direction convention and shapes.
+pub trait Bijection: Send + Sync + std::fmt::Debug {
+    /// `x (B, ...) -> (z, log|det dz/dx| (B,))`.
+    fn forward_and_ladj(&self, x: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor)>;
+
+    /// `z (B, ...) -> (x, log|det dx/dz| (B,))`; the ladj is minus the forward one at `x`.
+    fn inverse_and_ladj(&self, z: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor)>;
+
+    /// `x -> z`, without the log-determinant. Override when that is cheaper.
+    fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        Ok(self.forward_and_ladj(x, context)?.0)
+    }
+
+    /// `z -> x`, without the log-determinant. Override when that is cheaper.
+    fn inverse(&self, z: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        Ok(self.inverse_and_ladj(z, context)?.0)
+    }
+
+    /// Switches between training behaviour (batch statistics, data-dependent initialization) and
+    /// evaluation behaviour. Layers without such a difference ignore it; containers pass it on.
+    fn set_training(&self, _training: bool) {}
+
+    /// The autoregressive order this layer promises, if any.
+    ///
+    /// `Some(order)` promises that output feature `order[i]` depends only on input features
+    /// `order[0..=i]` (flattened per sample), i.e. the Jacobian is lower triangular once rows and
+    /// columns are permuted by `order`. [`crate::testing::check_bijection`] verifies the promise.
+    fn jacobian_order(&self) -> Option<Vec<usize>> {
+        None
+    }
+}
+
+impl<B: Bijection + ?Sized> Bijection for Box<B> {
+    fn forward_and_ladj(&self, x: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        (**self).forward_and_ladj(x, context)
+    }
+    fn inverse_and_ladj(&self, z: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        (**self).inverse_and_ladj(z, context)
+    }
+    fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        (**self).forward(x, context)
+    }
+    fn inverse(&self, z: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        (**self).inverse(z, context)
+    }
+    fn set_training(&self, training: bool) {
+        (**self).set_training(training)
+    }
+    fn jacobian_order(&self) -> Option<Vec<usize>> {
+        (**self).jacobian_order()
+    }
+}
+
+/// Sums a per-element log-derivative over every axis but the batch axis: `(B, ...) -> (B,)`.
+pub fn sum_per_sample(t: &Tensor) -> Result<Tensor> {
+    if t.rank() == 1 {
+        return Ok(t.clone());
+    }
+    Ok(t.flatten_from(1)?.sum(1)?)
+}
+
+/// A `(B,)` tensor of zeros matching the batch size, dtype and device of `x`.
+pub fn zero_ladj(x: &Tensor) -> Result<Tensor> {
+    Ok(Tensor::zeros(x.dim(0)?, x.dtype(), x.device())?)
+}

@@ -1,0 +1,42 @@
+//! # normflow: normalizing flows on candle
+//!
+//! A normalizing flow models a density as an invertible, differentiable map `f` of a simple base
+//! density `q0` (change of variables):
+//!
+//! ```text
+//! log p(x) = log q0(f(x)) + log|det df/dx|
+//! ```
+//!
+//! so one model gives both exact densities and samples.
+//!
+//! ## Direction convention
+//! Everywhere in normflow, `forward` maps **data `x` to latent `z`** (the normalizing direction,
+//! used for density evaluation) and `inverse` maps **latent `z` back to data `x`** (sampling). Each
+//! [`Bijection`] returns its log absolute Jacobian determinant ("ladj"), one value per sample:
+//! `forward_and_ladj(x) = (z, log|det dz/dx|)`. MAF is fast in `forward`; IAF, its inverse, is
+//! fast in `inverse`. [`bijections::Inverse`] flips any bijection.
+//!
+//! ## Pieces
+//! - [`bijections`]: the [`Bijection`] trait, [`bijections::Chain`], [`bijections::Inverse`] and
+//!   the layers;
+//! - [`distributions`]: the [`Distribution`] trait, base densities and [`Flow`];
+//! - [`params`]: the seeded [`ParamStore`] every layer creates its tensors in;
+//! - [`testing`]: the public bijection checker.
+//!
+//! Tensors are candle's; [`candle_core`] is re-exported as [`candle`].
+
+pub mod bijections;
+pub mod distributions;
+mod error;
+pub mod linalg;
+pub mod nn;
+pub mod ops;
+pub mod params;
+pub mod random;
+pub mod testing;
+
+pub use bijections::Bijection;
+pub use candle_core as candle;
+pub use distributions::{Distribution, Flow};
+pub use error::{Error, Result};
+pub use params::{Init, ParamStore, Params};
