@@ -32,6 +32,7 @@ pub mod linalg;
 pub mod nn;
 pub mod ops;
 pub mod params;
+pub mod preprocess;
 pub mod random;
 pub mod testing;
 

@@ -1,0 +1,209 @@
+//! The serializable description of a flow.
+
+use serde::{Deserialize, Serialize};
+
+use super::base::BaseSpec;
+use crate::bijections::Chain;
+use crate::distributions::Distribution;
+use crate::nn::Activation;
+use crate::params::Params;
+use crate::{ensure_config, Result};
+
+/// How features are reordered between autoregressive layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PermutationKind {
+    /// Reverse the features (the MAF paper's choice).
+    #[default]
+    Reverse,
+    /// A fixed random permutation per layer, drawn from the model's seed.
+    Random,
+}
+
+/// Hyperparameters of the autoregressive presets (`made`, `maf`, `iaf`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoregressiveSpec {
+    /// Data dimension D.
+    pub features: usize,
+    /// Context dimension (0 = unconditional).
+    #[serde(default)]
+    pub context_features: usize,
+    /// Number of flow layers L (`made` requires 1).
+    pub layers: usize,
+    /// Width of the MADE hidden layers.
+    pub hidden: usize,
+    /// Hidden layers per MADE.
+    pub blocks: usize,
+    /// Hidden non-linearity.
+    #[serde(default)]
+    pub activation: Activation,
+    /// Residual MADE blocks.
+    #[serde(default)]
+    pub residual: bool,
+    /// Batch normalization between layers (the MAF paper's MAF models use it).
+    #[serde(default)]
+    pub batch_norm: bool,
+    /// Permutation between layers.
+    #[serde(default)]
+    pub permutation: PermutationKind,
+    /// Base distribution.
+    #[serde(default)]
+    pub base: BaseSpec,
+}
+
+impl AutoregressiveSpec {
+    /// Defaults for `features` dimensions: 5 layers, MADEs of 2 hidden layers of 128 units.
+    pub fn new(features: usize) -> Self {
+        Self {
+            features,
+            context_features: 0,
+            layers: 5,
+            hidden: 128,
+            blocks: 2,
+            activation: Activation::Relu,
+            residual: false,
+            batch_norm: false,
+            permutation: PermutationKind::Reverse,
+            base: BaseSpec::StandardNormal,
+        }
+    }
+}
+
+/// Hyperparameters of the coupling presets (`nice`, `realnvp`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CouplingSpec {
+    /// Data dimension D (at least 2).
+    pub features: usize,
+    /// Context dimension (0 = unconditional).
+    #[serde(default)]
+    pub context_features: usize,
+    /// Number of coupling layers L.
+    pub layers: usize,
+    /// Width of the conditioner MLPs' hidden layers.
+    pub hidden: usize,
+    /// Hidden layers per conditioner MLP.
+    pub blocks: usize,
+    /// Hidden non-linearity.
+    #[serde(default)]
+    pub activation: Activation,
+    /// Batch normalization between coupling layers (RealNVP uses it).
+    #[serde(default)]
+    pub batch_norm: bool,
+    /// Base distribution.
+    #[serde(default)]
+    pub base: BaseSpec,
+}
+
+impl CouplingSpec {
+    /// Defaults for `features` dimensions: 5 layers, conditioners of 2 hidden layers of 128 units.
+    pub fn new(features: usize) -> Self {
+        Self {
+            features,
+            context_features: 0,
+            layers: 5,
+            hidden: 128,
+            blocks: 2,
+            activation: Activation::Relu,
+            batch_norm: false,
+            base: BaseSpec::StandardNormal,
+        }
+    }
+}
+
+/// A flow architecture: family and hyperparameters. This is what `spec.json` stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "family", rename_all = "lowercase")]
+pub enum FlowSpec {
+    /// One Gaussian autoregressive layer.
+    Made(AutoregressiveSpec),
+    /// Masked autoregressive flow.
+    Maf(AutoregressiveSpec),
+    /// Inverse autoregressive flow.
+    Iaf(AutoregressiveSpec),
+    /// Additive coupling (NICE).
+    Nice(CouplingSpec),
+    /// Affine coupling (RealNVP).
+    #[serde(rename = "realnvp")]
+    RealNvp(CouplingSpec),
+}
+
+impl FlowSpec {
+    /// The family name as the CLI and `spec.json` spell it.
+    pub fn family(&self) -> &'static str {
+        match self {
+            FlowSpec::Made(_) => "made",
+            FlowSpec::Maf(_) => "maf",
+            FlowSpec::Iaf(_) => "iaf",
+            FlowSpec::Nice(_) => "nice",
+            FlowSpec::RealNvp(_) => "realnvp",
+        }
+    }
+
+    /// Data dimension.
+    pub fn features(&self) -> usize {
+        match self {
+            FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => s.features,
+            FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.features,
+        }
+    }
+
+    /// Context dimension (0 = unconditional).
+    pub fn context_features(&self) -> usize {
+        match self {
+            FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => s.context_features,
+            FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.context_features,
+        }
+    }
+
+    /// Checks every hyperparameter, naming the first invalid one.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => {
+                ensure_config!(s.features >= 1, "features", s.features, "must be at least 1");
+                ensure_config!(s.layers >= 1, "layers", s.layers, "must be at least 1");
+                if let FlowSpec::Made(_) = self {
+                    ensure_config!(s.layers == 1, "layers", s.layers, "MADE is a single layer: use maf for more");
+                }
+                ensure_config!(s.hidden >= 1, "hidden", s.hidden, "must be at least 1");
+                ensure_config!(s.blocks >= 1, "blocks", s.blocks, "a MADE needs at least 1 hidden layer");
+                s.base.validate(s.context_features)?;
+            }
+            FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => {
+                ensure_config!(
+                    s.features >= 2,
+                    "features",
+                    s.features,
+                    "coupling flows split the features in two: they need at least 2"
+                );
+                ensure_config!(s.layers >= 1, "layers", s.layers, "must be at least 1");
+                ensure_config!(s.hidden >= 1, "hidden", s.hidden, "must be at least 1");
+                s.base.validate(s.context_features)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates the spec and builds the transform (data -> latent) and the base distribution,
+    /// creating their tensors under `params`.
+    pub fn build(&self, params: &Params) -> Result<(Chain, Box<dyn Distribution>)> {
+        self.validate()?;
+        let transform = match self {
+            FlowSpec::Made(s) | FlowSpec::Maf(s) => {
+                super::autoregressive::build(&params.pp("transform"), s, false)?
+            }
+            FlowSpec::Iaf(s) => super::autoregressive::build(&params.pp("transform"), s, true)?,
+            FlowSpec::Nice(s) => super::coupling::build(&params.pp("transform"), s, false)?,
+            FlowSpec::RealNvp(s) => super::coupling::build(&params.pp("transform"), s, true)?,
+        };
+        let (features, context, base) = match self {
+            FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => {
+                (s.features, s.context_features, &s.base)
+            }
+            FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => (s.features, s.context_features, &s.base),
+        };
+        let base = base.build(&params.pp("base"), features, context)?;
+        Ok((transform, base))
+    }
+}
