@@ -6,6 +6,7 @@
 
 use normflow::bijections::*;
 use normflow::candle::{DType, Device, Tensor};
+use normflow::nn::{Activation, MadeOrder};
 use normflow::testing::{check_bijection, CheckOptions};
 use normflow::{Bijection, ParamStore, Params, Result};
 
@@ -47,6 +48,10 @@ fn boxed(b: impl Bijection + 'static) -> Result<Box<dyn Bijection>> {
     Ok(Box::new(b))
 }
 
+fn maf(features: usize) -> MafLayerConfig {
+    MafLayerConfig::new(features, vec![8, 8])
+}
+
 fn cases() -> Vec<Case> {
     vec![
         case("elementwise affine", &[3], |p| boxed(ElementwiseAffine::new(p, &[3])?)),
@@ -60,6 +65,55 @@ fn cases() -> Vec<Case> {
             ]))
         }),
         case("inverse", &[3], |p| boxed(Inverse::new(ElementwiseAffine::new(p, &[3])?))),
+        case("maf layer", &[4], |p| boxed(MaskedAffineAutoregressive::new(p, &maf(4))?)),
+        case("maf layer, one feature", &[1], |p| {
+            boxed(MaskedAffineAutoregressive::new(p, &maf(1))?)
+        }),
+        case("maf layer, random order", &[5], |p| {
+            boxed(MaskedAffineAutoregressive::new(
+                p,
+                &MafLayerConfig { order: MadeOrder::Random, ..maf(5) },
+            )?)
+        }),
+        case("maf layer, residual", &[4], |p| {
+            let c = MafLayerConfig { residual: true, activation: Activation::Tanh, ..maf(4) };
+            boxed(MaskedAffineAutoregressive::new(p, &c)?)
+        }),
+        case("maf layer, context", &[3], |p| {
+            let c = MafLayerConfig { context_features: 2, order: MadeOrder::Reversed, ..maf(3) };
+            boxed(MaskedAffineAutoregressive::new(p, &c)?)
+        })
+        .context(2),
+        case("iaf layer", &[4], |p| {
+            let c = MafLayerConfig { order: MadeOrder::Random, ..maf(4) };
+            boxed(Inverse::new(MaskedAffineAutoregressive::new(p, &c)?))
+        }),
+        case("additive coupling", &[4], |p| {
+            boxed(AdditiveCoupling::new(p, &CouplingConfig::new(half_mask(4, true), vec![8, 8]))?)
+        }),
+        case("affine coupling, alternating", &[4], |p| {
+            boxed(AffineCoupling::new(p, &CouplingConfig::new(alternating_mask(4, 1), vec![8, 8]))?)
+        }),
+        case("affine coupling, irregular mask", &[5], |p| {
+            let mask = vec![true, false, false, true, false];
+            boxed(AffineCoupling::new(p, &CouplingConfig::new(mask, vec![8, 8]))?)
+        }),
+        case("affine coupling, context", &[3], |p| {
+            let c = CouplingConfig {
+                context_features: 2,
+                ..CouplingConfig::new(alternating_mask(3, 0), vec![8])
+            };
+            boxed(AffineCoupling::new(p, &c)?)
+        })
+        .context(2),
+        case("additive coupling, context", &[3], |p| {
+            let c = CouplingConfig {
+                context_features: 2,
+                ..CouplingConfig::new(vec![false, true, false], vec![8])
+            };
+            boxed(AdditiveCoupling::new(p, &c)?)
+        })
+        .context(2),
     ]
 }
 

@@ -15,11 +15,17 @@
 //! input's shape (unless a layer documents otherwise, e.g. squeeze) and ladj is `(B,)`. A context,
 //! when given, is `(B, context_features)`.
 
+mod affine_params;
+mod autoregressive;
 mod chain;
+mod coupling;
 mod elementwise_affine;
 mod inverse;
 
+pub use affine_params::LOG_SCALE_BOUND;
+pub use autoregressive::{MafLayerConfig, MaskedAffineAutoregressive};
 pub use chain::Chain;
+pub use coupling::{alternating_mask, half_mask, AdditiveCoupling, AffineCoupling, CouplingConfig};
 pub use elementwise_affine::ElementwiseAffine;
 pub use inverse::Inverse;
 
