@@ -15,13 +15,23 @@
 //! input's shape (unless a layer documents otherwise, e.g. squeeze) and ladj is `(B,)`. A context,
 //! when given, is `(B, context_features)`.
 
+mod actnorm;
+mod batch_norm;
 mod chain;
 mod elementwise_affine;
 mod inverse;
+mod lu_linear;
+mod permutation;
+mod sigmoid;
 
+pub use actnorm::ActNorm;
+pub use batch_norm::BatchNorm;
 pub use chain::Chain;
 pub use elementwise_affine::ElementwiseAffine;
 pub use inverse::Inverse;
+pub use lu_linear::LuLinear;
+pub use permutation::Permutation;
+pub use sigmoid::{Logit, Sigmoid};
 
 use candle_core::Tensor;
 
