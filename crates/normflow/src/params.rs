@@ -297,6 +297,13 @@ impl Params {
         Ok(var.as_tensor().clone())
     }
 
+    /// Like [`Params::param`], but returns the `Var` itself, for layers that overwrite their
+    /// parameters outside of gradient descent (ActNorm's data-dependent initialization). The
+    /// tensor a layer computes with is `var.as_tensor()`, which shares the var's storage.
+    pub fn param_var(&self, name: &str, shape: impl Into<Shape>, init: Init) -> Result<Var> {
+        self.store.get_or_create(self.path(name), shape.into(), init, TensorKind::Parameter)
+    }
+
     /// A buffer `name`: saved with the model, never trained. The `Var` lets the owner update it.
     pub fn buffer(&self, name: &str, shape: impl Into<Shape>, init: Init) -> Result<Var> {
         self.store.get_or_create(self.path(name), shape.into(), init, TensorKind::Buffer)

@@ -17,17 +17,27 @@
 
 mod affine_params;
 mod autoregressive;
+mod actnorm;
+mod batch_norm;
 mod chain;
 mod coupling;
 mod elementwise_affine;
 mod inverse;
+mod lu_linear;
+mod permutation;
+mod sigmoid;
 
 pub use affine_params::LOG_SCALE_BOUND;
 pub use autoregressive::{MafLayerConfig, MaskedAffineAutoregressive};
+pub use actnorm::ActNorm;
+pub use batch_norm::BatchNorm;
 pub use chain::Chain;
 pub use coupling::{alternating_mask, half_mask, AdditiveCoupling, AffineCoupling, CouplingConfig};
 pub use elementwise_affine::ElementwiseAffine;
 pub use inverse::Inverse;
+pub use lu_linear::LuLinear;
+pub use permutation::Permutation;
+pub use sigmoid::{Logit, Sigmoid};
 
 use candle_core::Tensor;
 
