@@ -93,3 +93,12 @@ pub fn check_context(context: Option<&Tensor>, n: usize, required: bool) -> Resu
 
 mod normal;
 pub use normal::{StandardNormal, HALF_LOG_TWO_PI};
+
+mod conditional_normal;
+mod diag_normal;
+mod mixture;
+mod uniform;
+pub use conditional_normal::ConditionalDiagNormal;
+pub use diag_normal::DiagNormal;
+pub use mixture::GaussianMixture;
+pub use uniform::UniformBox;

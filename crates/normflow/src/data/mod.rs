@@ -1,0 +1,3 @@
+//! Data: built-in toy densities (loaders and preprocessing come later).
+
+pub mod toy;
