@@ -29,8 +29,10 @@
 pub mod bijections;
 pub mod data;
 pub mod distributions;
+pub mod flows;
 mod error;
 pub mod linalg;
+pub mod model;
 pub mod nn;
 pub mod ops;
 pub mod params;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::distributions::{
     ConditionalDiagNormal, DiagNormal, Distribution, GaussianMixture, StandardNormal,
 };
+use crate::nn::Activation;
 use crate::params::Params;
 use crate::{ensure_config, Result};
 
@@ -68,12 +69,15 @@ impl BaseSpec {
             BaseSpec::GaussianMixture { components } => {
                 Box::new(GaussianMixture::new(params, *components, features)?)
             }
-            BaseSpec::ConditionalDiagNormal { hidden, blocks } => Box::new(ConditionalDiagNormal::new(
-                params,
-                features,
-                context_features,
-                vec![*hidden; *blocks],
-            )?),
+            BaseSpec::ConditionalDiagNormal { hidden, blocks } => {
+                Box::new(ConditionalDiagNormal::new(
+                    params,
+                    features,
+                    context_features,
+                    &vec![*hidden; *blocks],
+                    Activation::Relu,
+                )?)
+            }
         })
     }
 }
