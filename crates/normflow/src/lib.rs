@@ -21,7 +21,8 @@
 //!   the layers;
 //! - [`distributions`]: the [`Distribution`] trait, base densities and [`Flow`];
 //! - [`params`]: the seeded [`ParamStore`] every layer creates its tensors in;
-//! - [`testing`]: the public bijection checker.
+//! - [`testing`]: the public bijection checker;
+//! - [`train`]: maximum-likelihood training (Adam, schedules, early stopping, resumable state).
 //!
 //! Tensors are candle's; [`candle_core`] is re-exported as [`candle`].
 
@@ -34,6 +35,7 @@ pub mod ops;
 pub mod params;
 pub mod random;
 pub mod testing;
+pub mod train;
 
 pub use bijections::Bijection;
 pub use candle_core as candle;
