@@ -22,7 +22,8 @@
 //! - [`distributions`]: the [`Distribution`] trait, base densities and [`Flow`];
 //! - [`data`]: built-in toy densities ([`data::toy::Toy`]);
 //! - [`params`]: the seeded [`ParamStore`] every layer creates its tensors in;
-//! - [`testing`]: the public bijection checker.
+//! - [`testing`]: the public bijection checker;
+//! - [`train`]: maximum-likelihood training (Adam, schedules, early stopping, resumable state).
 //!
 //! Tensors are candle's; [`candle_core`] is re-exported as [`candle`].
 
@@ -39,6 +40,7 @@ pub mod params;
 pub mod preprocess;
 pub mod random;
 pub mod testing;
+pub mod train;
 
 pub use bijections::Bijection;
 pub use candle_core as candle;
