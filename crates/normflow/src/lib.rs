@@ -20,12 +20,14 @@
 //! - [`bijections`]: the [`Bijection`] trait, [`bijections::Chain`], [`bijections::Inverse`] and
 //!   the layers;
 //! - [`distributions`]: the [`Distribution`] trait, base densities and [`Flow`];
+//! - [`data`]: loading CSV/TSV, NPY and IDX files into a [`data::Table`], writing CSV/NPY;
 //! - [`params`]: the seeded [`ParamStore`] every layer creates its tensors in;
 //! - [`testing`]: the public bijection checker.
 //!
 //! Tensors are candle's; [`candle_core`] is re-exported as [`candle`].
 
 pub mod bijections;
+pub mod data;
 pub mod distributions;
 mod error;
 pub mod linalg;
