@@ -20,7 +20,8 @@
 //! - [`bijections`]: the [`Bijection`] trait, [`bijections::Chain`], [`bijections::Inverse`] and
 //!   the layers;
 //! - [`distributions`]: the [`Distribution`] trait, base densities and [`Flow`];
-//! - [`data`]: built-in toy densities ([`data::toy::Toy`]);
+//! - [`data`]: loading CSV/TSV, NPY and IDX files into a [`data::Table`], writing CSV/NPY,
+//!   and the built-in 2-D toy densities ([`data::toy::Toy`]);
 //! - [`params`]: the seeded [`ParamStore`] every layer creates its tensors in;
 //! - [`testing`]: the public bijection checker;
 //! - [`train`]: maximum-likelihood training (Adam, schedules, early stopping, resumable state).
