@@ -84,7 +84,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// An [`Error::InvalidConfig`] for `name = value`, with the reason a valid value must meet.
     pub fn config(name: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
-        Error::InvalidConfig { name: name.to_string(), value: value.to_string(), reason: reason.into() }
+        Error::InvalidConfig {
+            name: name.to_string(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
     }
 
     /// An [`Error::Shape`] for `context`.

@@ -28,11 +28,14 @@
 //!
 //! Tensors are candle's; [`candle_core`] is re-exported as [`candle`].
 
+// Library and CLI code never unwrap what a user controls; tests may (clippy.toml).
+#![warn(clippy::unwrap_used)]
+
 pub mod bijections;
 pub mod data;
 pub mod distributions;
-pub mod flows;
 mod error;
+pub mod flows;
 pub mod linalg;
 pub mod model;
 pub mod nn;

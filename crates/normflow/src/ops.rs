@@ -42,7 +42,13 @@ mod tests {
     fn softplus_is_stable_at_both_ends() -> Result<()> {
         let x = Tensor::new(&[-100f64, -1.0, 0.0, 1.0, 100.0], &Device::Cpu)?;
         let y = softplus(&x)?.to_vec1::<f64>()?;
-        let expected = [(-100f64).exp(), (1.0 + (-1f64).exp()).ln(), 2f64.ln(), (1.0 + 1f64.exp()).ln(), 100.0];
+        let expected = [
+            (-100f64).exp(),
+            (1.0 + (-1f64).exp()).ln(),
+            2f64.ln(),
+            (1.0 + 1f64.exp()).ln(),
+            100.0,
+        ];
         for (a, b) in y.iter().zip(expected) {
             assert!((a - b).abs() <= 1e-7 * b.abs(), "{a} vs {b}");
         }

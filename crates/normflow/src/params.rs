@@ -188,7 +188,8 @@ impl ParamStore {
 
     /// Writes every tensor to a safetensors file (not atomically; see `model` for that).
     pub fn save_safetensors(&self, path: &Path) -> Result<()> {
-        let tensors: std::collections::HashMap<String, Tensor> = self.tensors().into_iter().collect();
+        let tensors: std::collections::HashMap<String, Tensor> =
+            self.tensors().into_iter().collect();
         candle_core::safetensors::save(&tensors, path)?;
         Ok(())
     }
@@ -204,13 +205,17 @@ impl ParamStore {
     ) -> Result<()> {
         let entries = self.all();
         for (name, var) in &entries {
-            let t = tensors.get(name).ok_or_else(|| {
-                Error::model_file(origin, format!("tensor `{name}` is missing"))
-            })?;
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| Error::model_file(origin, format!("tensor `{name}` is missing")))?;
             if t.dims() != var.dims() {
                 return Err(Error::model_file(
                     origin,
-                    format!("tensor `{name}` has shape {:?}, the model expects {:?}", t.dims(), var.dims()),
+                    format!(
+                        "tensor `{name}` has shape {:?}, the model expects {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
                 ));
             }
         }

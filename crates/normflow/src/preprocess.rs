@@ -32,7 +32,7 @@ impl Standardization {
 
     /// Mean and standard deviation of each column of the row-major `rows x d` matrix `data`.
     ///
-    /// A constant column gets scale 1 (see [`Standardization::constant_columns`]). Fails on empty
+    /// A constant column gets scale 1 (it is centred but not scaled). Fails on empty
     /// or non-finite data.
     pub fn fit(data: &[f64], d: usize) -> Result<Self> {
         if d == 0 || data.is_empty() || data.len() % d != 0 {
@@ -50,8 +50,8 @@ impl Standardization {
         }
         let mut var = vec![0.0; d];
         for row in data.chunks_exact(d) {
-            for j in 0..d {
-                var[j] += (row[j] - shift[j]).powi(2) / n;
+            for ((v, x), m) in var.iter_mut().zip(row).zip(&shift) {
+                *v += (x - m).powi(2) / n;
             }
         }
         let scale: Vec<f64> = var
@@ -104,8 +104,8 @@ impl Standardization {
     pub fn apply_rows(&self, data: &mut [f64]) {
         let d = self.features();
         for row in data.chunks_exact_mut(d) {
-            for j in 0..d {
-                row[j] = (row[j] - self.shift[j]) / self.scale[j];
+            for ((v, shift), scale) in row.iter_mut().zip(&self.shift).zip(&self.scale) {
+                *v = (*v - shift) / scale;
             }
         }
     }
@@ -115,8 +115,11 @@ impl Standardization {
         self.validate()?;
         let d = self.features();
         let shift = Tensor::from_vec(self.shift.clone(), d, &Device::Cpu)?;
-        let inv_scale =
-            Tensor::from_vec(self.scale.iter().map(|s| 1.0 / s).collect::<Vec<_>>(), d, &Device::Cpu)?;
+        let inv_scale = Tensor::from_vec(
+            self.scale.iter().map(|s| 1.0 / s).collect::<Vec<_>>(),
+            d,
+            &Device::Cpu,
+        )?;
         Ok(Standardize {
             shift: shift.to_dtype(dtype)?.to_device(device)?,
             inv_scale: inv_scale.to_dtype(dtype)?.to_device(device)?,

@@ -88,7 +88,9 @@ fn close(a: &[f64], b: &[f64], opts: &CheckOptions) -> bool {
 
 fn ensure_finite(values: &[f64], what: &str) -> Result<()> {
     match values.iter().position(|v| !v.is_finite()) {
-        Some(i) => Err(fail(format!("{what} has a non-finite value {} at flat index {i}", values[i]))),
+        Some(i) => {
+            Err(fail(format!("{what} has a non-finite value {} at flat index {i}", values[i])))
+        }
         None => Ok(()),
     }
 }
@@ -252,7 +254,8 @@ fn finite_difference_jacobians(
     let perturbed = Tensor::from_vec(rows, shape, x.device())?;
     let ctx = match context {
         Some(c) => {
-            let idx: Vec<u32> = (0..batch).flat_map(|b| std::iter::repeat_n(b as u32, 2 * dim)).collect();
+            let idx: Vec<u32> =
+                (0..batch).flat_map(|b| std::iter::repeat_n(b as u32, 2 * dim)).collect();
             Some(c.index_select(&Tensor::new(idx, c.device())?, 0)?)
         }
         None => None,

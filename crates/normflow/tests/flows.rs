@@ -114,7 +114,7 @@ fn save_then_load_gives_the_same_log_prob() -> Result<()> {
     for (i, spec) in presets(3, 0).into_iter().chain(presets(3, 2)).enumerate() {
         let name = format!("{spec:?}");
         let ctx = context_for(&spec, 9, DType::F32)?;
-        let mut m = model(spec, DType::F32)?;
+        let m = model(spec, DType::F32)?;
         // Move batch-norm running statistics away from their initial values too.
         m.set_training(true);
         m.log_prob(&data(9, 3, 4, DType::F32)?.affine(2.0, 1.0)?, ctx.as_ref())?;
@@ -201,7 +201,10 @@ fn wrong_inputs_are_errors_not_panics() -> Result<()> {
     assert!(m.log_prob(&data(4, 2, 0, DType::F32)?, None).is_err());
     let ctx = data(4, 2, 0, DType::F32)?;
     assert!(m.log_prob(&data(4, 3, 0, DType::F32)?, Some(&ctx)).is_err());
-    let cm = model(FlowSpec::Maf(AutoregressiveSpec { context_features: 2, ..AutoregressiveSpec::new(3) }), DType::F32)?;
+    let cm = model(
+        FlowSpec::Maf(AutoregressiveSpec { context_features: 2, ..AutoregressiveSpec::new(3) }),
+        DType::F32,
+    )?;
     assert!(cm.log_prob(&data(4, 3, 0, DType::F32)?, None).is_err());
     assert!(cm.sample(5, Some(&ctx), &mut rng_from_seed(0)).is_err());
     Ok(())

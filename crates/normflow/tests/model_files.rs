@@ -9,7 +9,7 @@ use normflow::model::{read_spec, Model, FORMAT_VERSION};
 use normflow::Result;
 
 fn saved(dir: &Path, spec: FlowSpec) -> Result<Model> {
-    let mut m = Model::new(spec, None, None, 1, DType::F32, &Device::Cpu)?;
+    let m = Model::new(spec, None, None, 1, DType::F32, &Device::Cpu)?;
     m.store().perturb(0.1, 2)?;
     let state = vec![("adam.step".to_string(), Tensor::new(3f32, &Device::Cpu)?)];
     m.save(dir, Some(&state))?;
@@ -33,7 +33,10 @@ fn a_saved_model_round_trips_with_its_optimizer_state() -> Result<()> {
     let state = loaded.load_optimizer_state(dir.path())?.expect("optimizer state was saved");
     assert_eq!(state["adam.step"].to_scalar::<f32>()?, 3.0);
     let x = Tensor::ones((2, 3), DType::F32, &Device::Cpu)?;
-    assert_eq!(m.log_prob(&x, None)?.to_vec1::<f32>()?, loaded.log_prob(&x, None)?.to_vec1::<f32>()?);
+    assert_eq!(
+        m.log_prob(&x, None)?.to_vec1::<f32>()?,
+        loaded.log_prob(&x, None)?.to_vec1::<f32>()?
+    );
     // No temporary files are left behind.
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .map_err(|e| normflow::Error::io(dir.path(), e))?
@@ -47,9 +50,11 @@ fn a_saved_model_round_trips_with_its_optimizer_state() -> Result<()> {
 fn missing_and_non_model_directories_are_named() -> Result<()> {
     let dir = tempfile::tempdir().map_err(|e| normflow::Error::io("tmp", e))?;
     assert!(load_err(&dir.path().join("nope")).contains("not a model directory"));
-    std::fs::write(dir.path().join("spec.json"), "{\"hello\": 1}").map_err(|e| normflow::Error::io("w", e))?;
+    std::fs::write(dir.path().join("spec.json"), "{\"hello\": 1}")
+        .map_err(|e| normflow::Error::io("w", e))?;
     assert!(load_err(dir.path()).contains("not a normflow model"));
-    std::fs::write(dir.path().join("spec.json"), "{\"format\": \"normflow-mo").map_err(|e| normflow::Error::io("w", e))?;
+    std::fs::write(dir.path().join("spec.json"), "{\"format\": \"normflow-mo")
+        .map_err(|e| normflow::Error::io("w", e))?;
     assert!(load_err(dir.path()).contains("truncated"));
     Ok(())
 }
@@ -60,7 +65,8 @@ fn truncated_or_swapped_weights_fail_the_checksum() -> Result<()> {
     saved(dir.path(), maf())?;
     let weights = dir.path().join("weights.safetensors");
     let bytes = std::fs::read(&weights).map_err(|e| normflow::Error::io(&weights, e))?;
-    std::fs::write(&weights, &bytes[..bytes.len() / 2]).map_err(|e| normflow::Error::io(&weights, e))?;
+    std::fs::write(&weights, &bytes[..bytes.len() / 2])
+        .map_err(|e| normflow::Error::io(&weights, e))?;
     let err = load_err(dir.path());
     assert!(err.contains("weights.safetensors") && err.contains("checksum"), "{err}");
 

@@ -15,9 +15,9 @@
 //! input's shape (unless a layer documents otherwise, e.g. squeeze) and ladj is `(B,)`. A context,
 //! when given, is `(B, context_features)`.
 
+mod actnorm;
 mod affine_params;
 mod autoregressive;
-mod actnorm;
 mod batch_norm;
 mod chain;
 mod coupling;
@@ -27,9 +27,9 @@ mod lu_linear;
 mod permutation;
 mod sigmoid;
 
+pub use actnorm::ActNorm;
 pub use affine_params::LOG_SCALE_BOUND;
 pub use autoregressive::{MafLayerConfig, MaskedAffineAutoregressive};
-pub use actnorm::ActNorm;
 pub use batch_norm::BatchNorm;
 pub use chain::Chain;
 pub use coupling::{alternating_mask, half_mask, AdditiveCoupling, AffineCoupling, CouplingConfig};

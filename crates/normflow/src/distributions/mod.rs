@@ -79,10 +79,12 @@ pub fn check_event_shape(x: &Tensor, event_shape: &[usize], what: &str) -> Resul
 /// Checks that a context, if given, has `n` rows, and that one is given iff `required`.
 pub fn check_context(context: Option<&Tensor>, n: usize, required: bool) -> Result<()> {
     match (context, required) {
-        (None, true) => Err(Error::Context("this distribution is conditional: give a context".into())),
-        (Some(_), false) => Err(Error::Context(
-            "this distribution is not conditional: it takes no context".into(),
-        )),
+        (None, true) => {
+            Err(Error::Context("this distribution is conditional: give a context".into()))
+        }
+        (Some(_), false) => {
+            Err(Error::Context("this distribution is not conditional: it takes no context".into()))
+        }
         (Some(c), true) if c.dim(0)? != n => Err(Error::Context(format!(
             "{n} samples requested but the context has {} rows (one sample per context row)",
             c.dim(0)?

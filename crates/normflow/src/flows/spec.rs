@@ -164,10 +164,20 @@ impl FlowSpec {
                 ensure_config!(s.features >= 1, "features", s.features, "must be at least 1");
                 ensure_config!(s.layers >= 1, "layers", s.layers, "must be at least 1");
                 if let FlowSpec::Made(_) = self {
-                    ensure_config!(s.layers == 1, "layers", s.layers, "MADE is a single layer: use maf for more");
+                    ensure_config!(
+                        s.layers == 1,
+                        "layers",
+                        s.layers,
+                        "MADE is a single layer: use maf for more"
+                    );
                 }
                 ensure_config!(s.hidden >= 1, "hidden", s.hidden, "must be at least 1");
-                ensure_config!(s.blocks >= 1, "blocks", s.blocks, "a MADE needs at least 1 hidden layer");
+                ensure_config!(
+                    s.blocks >= 1,
+                    "blocks",
+                    s.blocks,
+                    "a MADE needs at least 1 hidden layer"
+                );
                 s.base.validate(s.context_features)?;
             }
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => {

@@ -35,10 +35,8 @@ pub fn checksum(bytes: &[u8]) -> u32 {
 
 /// Serializes named tensors to safetensors bytes (in name order).
 pub fn safetensors_bytes(tensors: &[(String, candle_core::Tensor)]) -> Result<Vec<u8>> {
-    let contiguous: Vec<(String, candle_core::Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), t.contiguous()?)))
-        .collect::<Result<_>>()?;
+    let contiguous: Vec<(String, candle_core::Tensor)> =
+        tensors.iter().map(|(n, t)| Ok((n.clone(), t.contiguous()?))).collect::<Result<_>>()?;
     safetensors::tensor::serialize(contiguous.iter().map(|(n, t)| (n.as_str(), t)), None)
         .map_err(|e| Error::Data(format!("cannot serialize tensors: {e}")))
 }

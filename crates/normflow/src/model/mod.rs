@@ -225,21 +225,30 @@ impl Model {
         }
     }
 
-    /// Saves to `dir` (created if needed): weights, optional optimizer state, then `spec.json`.
-    pub fn save(&mut self, dir: &Path, optimizer_state: Option<&[(String, Tensor)]>) -> Result<()> {
+    /// Saves to `dir` (created if needed): weights, optional optimizer state, then `spec.json`
+    /// (which records the checksums of the other two).
+    pub fn save(&self, dir: &Path, optimizer_state: Option<&[(String, Tensor)]>) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut spec = self.spec.clone();
         let weights = io::safetensors_bytes(&self.store.tensors())?;
         io::write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
-        self.spec.weights_crc32 = io::checksum(&weights);
-        self.spec.optimizer_crc32 = match optimizer_state {
+        spec.weights_crc32 = io::checksum(&weights);
+        spec.optimizer_crc32 = match optimizer_state {
             Some(state) => {
                 let bytes = io::safetensors_bytes(state)?;
                 io::write_atomic(&dir.join(OPTIMIZER_FILE), &bytes)?;
                 Some(io::checksum(&bytes))
             }
-            None => None,
+            None => {
+                // A stale optimizer file from an earlier save must not pass for this model's.
+                let stale = dir.join(OPTIMIZER_FILE);
+                if stale.exists() {
+                    std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+                }
+                None
+            }
         };
-        let json = serde_json::to_vec_pretty(&self.spec)?;
+        let json = serde_json::to_vec_pretty(&spec)?;
         io::write_atomic(&dir.join(SPEC_FILE), &json)
     }
 
@@ -267,13 +276,20 @@ impl Model {
 pub fn read_spec(dir: &Path) -> Result<ModelSpec> {
     let path = dir.join(SPEC_FILE);
     if !dir.is_dir() {
-        return Err(Error::model_file(dir, "not a model directory (it does not exist or is not a directory)"));
+        return Err(Error::model_file(
+            dir,
+            "not a model directory (it does not exist or is not a directory)",
+        ));
     }
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::model_file(&path, format!("not valid JSON ({e}); the file may be truncated")))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::model_file(&path, format!("not valid JSON ({e}); the file may be truncated"))
+    })?;
     if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT_NAME) {
-        return Err(Error::model_file(&path, format!("not a normflow model (no \"format\": \"{FORMAT_NAME}\")")));
+        return Err(Error::model_file(
+            &path,
+            format!("not a normflow model (no \"format\": \"{FORMAT_NAME}\")"),
+        ));
     }
     match value.get("format_version").and_then(|v| v.as_u64()) {
         None => return Err(Error::model_file(&path, "no format_version")),
@@ -289,7 +305,9 @@ pub fn read_spec(dir: &Path) -> Result<ModelSpec> {
     }
     let spec: ModelSpec = serde_json::from_value(value)
         .map_err(|e| Error::model_file(&path, format!("invalid spec: {e}")))?;
-    spec.flow.validate().map_err(|e| Error::model_file(&path, format!("invalid flow spec: {e}")))?;
+    spec.flow
+        .validate()
+        .map_err(|e| Error::model_file(&path, format!("invalid flow spec: {e}")))?;
     for p in spec.preprocessing.iter().chain(spec.context_preprocessing.iter()) {
         p.validate().map_err(|e| Error::model_file(&path, e.to_string()))?;
     }

@@ -1,0 +1,120 @@
+//! `normflow plot`: density and samples (2-D) or pair plots (more dimensions).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::Args;
+use normflow::data::Table;
+use normflow::model::Model;
+
+use super::sample::{data_columns, draw};
+use super::train::split_like_training;
+use super::{load_model, log_probs};
+use crate::data_source;
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Model directory written by `normflow train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output PNG.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Data to draw beside the samples (default: none).
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Dimensions for pair plots (comma separated, at most 6) [default: the first 6].
+    #[arg(long)]
+    pub dims: Option<String>,
+    /// Number of samples to draw.
+    #[arg(short = 'n', long = "n", default_value_t = 2000)]
+    pub n: usize,
+    /// Seed of the samples.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+const GRID: usize = 200;
+
+/// Heatmap of a 2-D model's density beside its samples (and `data`, if given).
+pub fn density_plot(model: &Model, data: Option<&Table>, out: &Path, seed: u64) -> Result<()> {
+    let samples = draw(model, 2000, seed)?;
+    let reference: Vec<f64> = match data {
+        Some(d) => d.values.iter().take(2 * 5000).copied().collect(),
+        None => samples.clone(),
+    };
+    let (lo, hi) = crate::plot::square_bounds(&reference);
+    let h = (hi - lo) / GRID as f64;
+    let mut grid = Vec::with_capacity(GRID * GRID * 2);
+    for i in 0..GRID {
+        for j in 0..GRID {
+            grid.push(lo + (i as f64 + 0.5) * h);
+            grid.push(lo + (j as f64 + 0.5) * h);
+        }
+    }
+    let grid = Table {
+        columns: vec!["x".into(), "y".into()],
+        rows: GRID * GRID,
+        cols: 2,
+        values: grid,
+        source: "grid".into(),
+        dropped_rows: 0,
+    };
+    let density: Vec<f64> = log_probs(model, &grid, None)?.iter().map(|v| v.exp()).collect();
+    let names = data_columns(model);
+    crate::plot::density_and_samples(
+        out,
+        &density,
+        GRID,
+        (lo, hi),
+        &samples,
+        data.map(|d| &d.values[..d.values.len().min(2 * 5000)]),
+        (&names[0], &names[1]),
+    )
+}
+
+/// Runs `normflow plot`.
+pub fn run(args: PlotArgs) -> Result<()> {
+    let model = load_model(&args.model)?;
+    if model.context_features() > 0 {
+        bail!("plotting conditional models is not supported yet");
+    }
+    let data = match &args.data {
+        Some(spec) => {
+            let table = data_source::load(spec, 5000, 1, true)?;
+            super::check_width(&model, &table, spec)?;
+            Some(split_like_training(&model, &table)?.0)
+        }
+        None => None,
+    };
+    let d = model.features();
+    if d == 2 {
+        density_plot(&model, data.as_ref(), &args.out, args.seed)?;
+    } else {
+        let dims: Vec<usize> = match &args.dims {
+            Some(list) => list
+                .split(',')
+                .map(|s| s.trim().parse::<usize>().ok().filter(|&i| i < d))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--dims {list}: expected comma-separated indices below {d}")
+                })?,
+            None => (0..d.min(6)).collect(),
+        };
+        if dims.is_empty() || dims.len() > 6 {
+            bail!("--dims: choose between 1 and 6 dimensions");
+        }
+        let samples = draw(&model, args.n, args.seed)?;
+        let names = data_columns(&model);
+        crate::plot::pair_plot(
+            &args.out,
+            &samples,
+            data.as_ref().map(|t| &t.values[..]),
+            d,
+            &dims,
+            &names,
+        )?;
+    }
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
+}

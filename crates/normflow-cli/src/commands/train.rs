@@ -1,0 +1,580 @@
+//! `normflow train`: fit a flow to a data file or a toy density.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use normflow::candle::{DType, Device, Tensor};
+use normflow::data::Table;
+use normflow::flows::{AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec};
+use normflow::model::io::write_atomic;
+use normflow::model::Model;
+use normflow::nn::Activation;
+use normflow::preprocess::Standardization;
+use normflow::train::{
+    fit_from, Adam, Control, EpochStats, LrSchedule, TrainConfig, TrainObserver, TrainProgress,
+    TrainState,
+};
+use normflow::ParamStore;
+use serde::{Deserialize, Serialize};
+
+use super::{log_probs, mean_and_stderr};
+use crate::data_source;
+use crate::progress::TrainProgressBar;
+
+/// Flow families the command trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum Family {
+    /// Masked autoregressive flow (fast density, sequential sampling).
+    Maf,
+    /// Affine coupling flow (fast both ways).
+    Realnvp,
+    /// Additive coupling flow with a final scaling.
+    Nice,
+    /// A single Gaussian autoregressive layer.
+    Made,
+    /// Inverse autoregressive flow (fast sampling, sequential density).
+    Iaf,
+}
+
+/// Learning-rate schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum Schedule {
+    /// Constant learning rate.
+    Constant,
+    /// Cosine decay to 1% of the initial rate.
+    Cosine,
+    /// Halve the rate after 5 epochs without validation improvement.
+    Plateau,
+}
+
+/// Hidden-layer non-linearities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum Act {
+    /// max(0, x)
+    Relu,
+    /// tanh(x)
+    Tanh,
+    /// x sigmoid(x)
+    Silu,
+    /// exponential linear unit
+    Elu,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Data: a CSV, NPY or IDX file, or `toy:NAME` (swissroll, circles, rings, moons,
+    /// 8gaussians, pinwheel, 2spirals, checkerboard).
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<String>,
+    /// Flow family.
+    #[arg(long, value_enum, default_value = "maf")]
+    pub flow: Family,
+    /// Output model directory (created; an existing model there is replaced).
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the stopped run in this model directory exactly (same data and settings);
+    /// `--epochs` may raise the total number of epochs.
+    #[arg(long, conflicts_with_all = ["data", "out"])]
+    pub resume: Option<PathBuf>,
+    /// Number of flow layers.
+    #[arg(long, default_value_t = 5)]
+    pub layers: usize,
+    /// Width of the conditioner networks' hidden layers.
+    #[arg(long, default_value_t = 128)]
+    pub hidden: usize,
+    /// Hidden layers per conditioner network.
+    #[arg(long, default_value_t = 2)]
+    pub blocks: usize,
+    /// Hidden non-linearity.
+    #[arg(long, value_enum, default_value = "relu")]
+    pub activation: Act,
+    /// Batch normalization between layers.
+    #[arg(long)]
+    pub batch_norm: bool,
+    /// Base distribution: normal, diag (learnable diagonal normal) or mixture:K.
+    #[arg(long, default_value = "normal")]
+    pub base: String,
+    /// Passes over the training rows [default: 100].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Rows per mini-batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value = "constant")]
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this value (0 = no clipping).
+    #[arg(long, default_value_t = 5.0)]
+    pub clip: f64,
+    /// Seed of everything random: initialization, splits, shuffles, toy data.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fraction of the training rows held out for validation and early stopping
+    /// (0 = train on every row for exactly --epochs).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_frac: f64,
+    /// Stop after this many epochs without validation improvement [default: 20 with validation].
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// A separate test file, never used in training; its log-likelihood is reported.
+    #[arg(long, conflicts_with = "test_frac")]
+    pub test: Option<String>,
+    /// Fraction of the rows held out as a test set, never used in training.
+    #[arg(long)]
+    pub test_frac: Option<f64>,
+    /// Columns (names or 0-based indices, comma separated) to condition on instead of model.
+    #[arg(long)]
+    pub context_columns: Option<String>,
+    /// Rows to draw for a `toy:` data set.
+    #[arg(long, default_value_t = 10_000)]
+    pub n: usize,
+    /// Skip rows with NaN or infinite values instead of failing.
+    #[arg(long)]
+    pub drop_nonfinite: bool,
+    /// Print one JSON object with the results instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not write the loss and density plots.
+    #[arg(long)]
+    pub no_plot: bool,
+}
+
+/// What `--resume` needs to rebuild the data exactly; stored in `spec.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSettings {
+    /// `--data` as given.
+    pub data: String,
+    /// `--test`.
+    pub test: Option<String>,
+    /// `--test-frac`.
+    pub test_frac: Option<f64>,
+    /// Context column indices of the data file.
+    pub context_indices: Vec<usize>,
+    /// Names of every column of the data file.
+    pub columns: Vec<String>,
+    /// `--n`.
+    pub toy_rows: usize,
+    /// `--drop-nonfinite`.
+    pub drop_nonfinite: bool,
+    /// The training configuration.
+    pub config: TrainConfig,
+}
+
+/// The training section of `spec.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// How to rebuild the run.
+    pub settings: RunSettings,
+    /// Results so far (absent until the first epoch ends).
+    pub summary: Option<serde_json::Value>,
+}
+
+/// Reads the training record of a model, if it was trained by this command.
+pub fn training_record(model: &Model) -> Option<TrainingRecord> {
+    model.spec().training.as_ref().and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// Splits `table` into data and context columns the way the model was trained.
+pub fn split_like_training(model: &Model, table: &Table) -> Result<(Table, Option<Table>)> {
+    let context = training_record(model).map(|r| r.settings.context_indices).unwrap_or_default();
+    if context.is_empty() {
+        return Ok((table.clone(), None));
+    }
+    let data_idx: Vec<usize> = (0..table.cols).filter(|i| !context.contains(i)).collect();
+    Ok((table.select_columns(&data_idx)?, Some(table.select_columns(&context)?)))
+}
+
+const CHECKPOINT_TENSORS: &str = "checkpoint.safetensors";
+const CHECKPOINT_PROGRESS: &str = "checkpoint.json";
+
+/// The data of a run: train rows (with context) and optional test rows.
+struct RunData {
+    train: Table,
+    train_context: Option<Table>,
+    test: Option<(Table, Option<Table>)>,
+}
+
+fn load_data(settings: &RunSettings, seed: u64) -> Result<RunData> {
+    let full = data_source::load(&settings.data, settings.toy_rows, seed, settings.drop_nonfinite)?;
+    let split = |t: &Table| -> Result<(Table, Option<Table>)> {
+        if settings.context_indices.is_empty() {
+            return Ok((t.clone(), None));
+        }
+        let data_idx: Vec<usize> =
+            (0..t.cols).filter(|i| !settings.context_indices.contains(i)).collect();
+        Ok((t.select_columns(&data_idx)?, Some(t.select_columns(&settings.context_indices)?)))
+    };
+    let (train_table, test_table) = match (settings.test_frac, &settings.test) {
+        (Some(frac), _) => {
+            if !(frac > 0.0 && frac < 1.0) {
+                bail!("--test-frac must be in (0, 1), got {frac}");
+            }
+            let n_test = ((full.rows as f64) * frac).round() as usize;
+            if n_test == 0 || n_test >= full.rows {
+                bail!(
+                    "--test-frac {frac} of {} rows leaves no test or no training rows",
+                    full.rows
+                );
+            }
+            let order = shuffled(full.rows, seed ^ 0x7e57);
+            let (test_idx, train_idx) = order.split_at(n_test);
+            (take_rows(&full, train_idx), Some(take_rows(&full, test_idx)))
+        }
+        (None, Some(path)) => {
+            let test = data_source::load(
+                path,
+                settings.toy_rows,
+                seed.wrapping_add(1),
+                settings.drop_nonfinite,
+            )?;
+            if test.cols != full.cols {
+                bail!("--test {path} has {} columns but --data has {}", test.cols, full.cols);
+            }
+            (full, Some(test))
+        }
+        (None, None) => (full, None),
+    };
+    let (train, train_context) = split(&train_table)?;
+    let test = test_table.as_ref().map(split).transpose()?;
+    Ok(RunData { train, train_context, test })
+}
+
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    use rand::seq::SliceRandom;
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut normflow::random::rng_from_seed(seed));
+    idx
+}
+
+fn take_rows(t: &Table, rows: &[usize]) -> Table {
+    let mut values = Vec::with_capacity(rows.len() * t.cols);
+    for &r in rows {
+        values.extend_from_slice(t.row(r));
+    }
+    Table { rows: rows.len(), values, dropped_rows: 0, ..t.clone() }
+}
+
+fn base_spec(base: &str, context: usize) -> Result<BaseSpec> {
+    Ok(match base {
+        "normal" => BaseSpec::StandardNormal,
+        "diag" => BaseSpec::DiagNormal,
+        "conditional" if context > 0 => BaseSpec::ConditionalDiagNormal { hidden: 64, blocks: 1 },
+        other => match other.strip_prefix("mixture:").map(str::parse::<usize>) {
+            Some(Ok(k)) if k >= 1 => BaseSpec::GaussianMixture { components: k },
+            _ => bail!("--base {other}: expected normal, diag, mixture:K (K >= 1) or, for conditional flows, conditional"),
+        },
+    })
+}
+
+fn flow_spec(args: &TrainArgs, features: usize, context: usize) -> Result<FlowSpec> {
+    let activation = match args.activation {
+        Act::Relu => Activation::Relu,
+        Act::Tanh => Activation::Tanh,
+        Act::Silu => Activation::Silu,
+        Act::Elu => Activation::Elu,
+    };
+    let base = base_spec(&args.base, context)?;
+    let ar = AutoregressiveSpec {
+        context_features: context,
+        layers: args.layers,
+        hidden: args.hidden,
+        blocks: args.blocks,
+        activation,
+        batch_norm: args.batch_norm,
+        base: base.clone(),
+        ..AutoregressiveSpec::new(features)
+    };
+    let coupling = CouplingSpec {
+        context_features: context,
+        layers: args.layers,
+        hidden: args.hidden,
+        blocks: args.blocks,
+        activation,
+        batch_norm: args.batch_norm,
+        base,
+        ..CouplingSpec::new(features)
+    };
+    let spec = match args.flow {
+        Family::Maf => FlowSpec::Maf(ar),
+        Family::Iaf => FlowSpec::Iaf(ar),
+        Family::Made => FlowSpec::Made(AutoregressiveSpec { layers: 1, ..ar }),
+        Family::Nice => FlowSpec::Nice(coupling),
+        Family::Realnvp => FlowSpec::RealNvp(coupling),
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+fn train_config(args: &TrainArgs) -> TrainConfig {
+    let epochs = args.epochs.unwrap_or(100);
+    let patience = match args.patience {
+        Some(p) => Some(p),
+        None if args.val_frac > 0.0 => Some(20),
+        None => None,
+    };
+    TrainConfig {
+        epochs,
+        batch_size: args.batch,
+        lr: args.lr,
+        schedule: match args.schedule {
+            Schedule::Constant => LrSchedule::Constant,
+            Schedule::Cosine => LrSchedule::Cosine { min_lr: args.lr * 0.01 },
+            Schedule::Plateau => {
+                LrSchedule::ReduceOnPlateau { factor: 0.5, patience: 5, min_lr: args.lr * 1e-3 }
+            }
+        },
+        val_frac: args.val_frac,
+        patience,
+        clip_grad_norm: (args.clip > 0.0).then_some(args.clip),
+        seed: args.seed,
+        ..TrainConfig::default()
+    }
+}
+
+fn to_tensor(t: &Table) -> Result<Tensor> {
+    Ok(Tensor::from_vec(t.values.clone(), (t.rows, t.cols), &Device::Cpu)?.to_dtype(DType::F32)?)
+}
+
+/// Writes the best model and a resumable checkpoint while training, and drives the progress bar.
+struct Checkpointer<'a> {
+    model: &'a Model,
+    dir: &'a Path,
+    bar: TrainProgressBar,
+    epochs: usize,
+    rows: usize,
+}
+
+impl TrainObserver for Checkpointer<'_> {
+    fn on_batch(&mut self, done: usize, total: usize) {
+        self.bar.batch(done, total);
+    }
+
+    fn on_epoch(&mut self, stats: &EpochStats) -> Control {
+        self.bar.epoch(stats, self.epochs);
+        Control::Continue
+    }
+
+    fn on_new_best(
+        &mut self,
+        _epoch: usize,
+        _store: &ParamStore,
+        adam: &Adam,
+    ) -> normflow::Result<()> {
+        // `store` is the model's own store: saving the model writes exactly the new best.
+        self.model.save(self.dir, Some(&adam.state_tensors()))
+    }
+
+    fn on_checkpoint(&mut self, state: &TrainState) -> normflow::Result<()> {
+        let bytes = normflow::model::io::safetensors_bytes(&state.tensors())?;
+        write_atomic(&self.dir.join(CHECKPOINT_TENSORS), &bytes)?;
+        let progress = serde_json::json!({
+            "progress": state.progress,
+            "crc32": normflow::model::io::checksum(&bytes),
+            "rows": self.rows,
+        });
+        write_atomic(&self.dir.join(CHECKPOINT_PROGRESS), &serde_json::to_vec_pretty(&progress)?)
+    }
+}
+
+fn read_checkpoint(dir: &Path, model: &Model, config: &TrainConfig) -> Result<TrainState> {
+    let json_path = dir.join(CHECKPOINT_PROGRESS);
+    let text = std::fs::read(&json_path).with_context(|| {
+        format!("cannot resume: {} is missing (no epoch finished?)", json_path.display())
+    })?;
+    let value: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not valid JSON", json_path.display()))?;
+    let progress: TrainProgress = serde_json::from_value(value["progress"].clone())
+        .with_context(|| format!("{} has no valid progress record", json_path.display()))?;
+    let tensors_path = dir.join(CHECKPOINT_TENSORS);
+    let bytes = std::fs::read(&tensors_path)
+        .with_context(|| format!("cannot read {}", tensors_path.display()))?;
+    if value["crc32"].as_u64() != Some(u64::from(normflow::model::io::checksum(&bytes))) {
+        bail!(
+            "{} does not match {} (corrupt or from another run)",
+            tensors_path.display(),
+            json_path.display()
+        );
+    }
+    let tensors = normflow::candle::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .with_context(|| format!("{} is not a valid safetensors file", tensors_path.display()))?;
+    Ok(TrainState::from_tensors(progress, &tensors, model.store(), config.adam_config())?)
+}
+
+/// Runs `normflow train`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let (dir, settings, mut model, resume) = match &args.resume {
+        Some(dir) => {
+            let model = super::load_model(dir)?;
+            let Some(record) = training_record(&model) else {
+                bail!("{} was not written by `normflow train`: nothing to resume", dir.display());
+            };
+            let mut settings = record.settings;
+            if let Some(e) = args.epochs {
+                settings.config.epochs = e;
+            }
+            let state = read_checkpoint(dir, &model, &settings.config)?;
+            (dir.clone(), settings, model, Some(state))
+        }
+        None => {
+            let (Some(data), Some(dir)) = (&args.data, &args.out) else {
+                bail!("--data and --out are required (or --resume DIR)");
+            };
+            let full = data_source::load(data, args.n, args.seed, args.drop_nonfinite)?;
+            let (_, ctx) = data_source::split_context(&full, args.context_columns.as_deref())?;
+            let context_indices = match (&ctx, &args.context_columns) {
+                (Some(c), Some(_)) => c
+                    .columns
+                    .iter()
+                    .filter_map(|n| full.columns.iter().position(|m| m == n))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let settings = RunSettings {
+                data: data.clone(),
+                test: args.test.clone(),
+                test_frac: args.test_frac,
+                context_indices,
+                columns: full.columns.clone(),
+                toy_rows: args.n,
+                drop_nonfinite: args.drop_nonfinite,
+                config: train_config(&args),
+            };
+            settings.config.validate()?;
+            let run = load_data(&settings, args.seed)?;
+            let pre = Standardization::fit(&run.train.values, run.train.cols)?;
+            let ctx_pre = run
+                .train_context
+                .as_ref()
+                .map(|c| Standardization::fit(&c.values, c.cols))
+                .transpose()?;
+            let spec =
+                flow_spec(&args, run.train.cols, run.train_context.as_ref().map_or(0, |c| c.cols))?;
+            let model = Model::new(spec, Some(pre), ctx_pre, args.seed, DType::F32, &Device::Cpu)?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            (dir.clone(), settings, model, None)
+        }
+    };
+    let run = load_data(&settings, settings.config.seed)?;
+    model.set_training_summary(serde_json::to_value(TrainingRecord {
+        settings: settings.clone(),
+        summary: None,
+    })?);
+    let train_x = to_tensor(&run.train)?;
+    let train_c = run.train_context.as_ref().map(to_tensor).transpose()?;
+    let config = &settings.config;
+    config.check_rows(run.train.rows)?;
+
+    let report = {
+        let mut observer = Checkpointer {
+            model: &model,
+            dir: &dir,
+            bar: TrainProgressBar::new(args.json),
+            epochs: config.epochs,
+            rows: run.train.rows,
+        };
+        let report = fit_from(
+            &model,
+            model.store(),
+            &train_x,
+            train_c.as_ref(),
+            config,
+            &mut observer,
+            resume,
+        );
+        observer.bar.finish();
+        report?
+    };
+
+    let test = match &run.test {
+        Some((t, c)) => Some(mean_and_stderr(&log_probs(&model, t, c.as_ref())?)),
+        None => None,
+    };
+    let summary = serde_json::json!({
+        "flow": model.spec().flow.family(),
+        "best_val_log_prob": report.best_val_log_prob,
+        "best_epoch": report.best_epoch,
+        "test_log_prob": test.map(|t| t.0),
+        "test_log_prob_stderr": test.map(|t| t.1),
+        "test_rows": run.test.as_ref().map(|t| t.0.rows),
+        "train_rows": run.train.rows,
+        "epochs": report.epochs_run,
+        "final_train_loss": report.final_train_loss,
+        "train_seconds": report.train_seconds,
+        "train_rows_per_second": report.rows_per_second,
+        "skipped_steps": report.skipped_steps,
+        "rollbacks": report.rollbacks,
+        "stopped_early": report.stopped_early,
+        "parameters": model.store().num_parameters(),
+        "model_dir": dir.display().to_string(),
+    });
+    model.set_training_summary(serde_json::to_value(TrainingRecord {
+        settings: settings.clone(),
+        summary: Some(summary.clone()),
+    })?);
+    // The store holds the best model again (fit restores it): save it with its summary.
+    model.save(&dir, None)?;
+    write_log(&dir.join("train_log.csv"), &report.history)?;
+    if !args.no_plot {
+        let train: Vec<f64> = report.history.iter().map(|e| e.train_loss).collect();
+        let val: Vec<Option<f64>> =
+            report.history.iter().map(|e| e.val_log_prob.map(|v| -v)).collect();
+        crate::plot::loss_curve(&dir.join("loss.png"), &train, &val)?;
+        if model.features() == 2 && model.context_features() == 0 {
+            super::plot::density_plot(&model, Some(&run.train), &dir.join("density.png"), 0)?;
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+fn write_log(path: &Path, history: &[EpochStats]) -> Result<()> {
+    let mut out =
+        String::from("epoch,train_loss,val_log_prob,lr,seconds,rows_per_second,skipped_steps\n");
+    for e in history {
+        let val = e.val_log_prob.map(|v| v.to_string()).unwrap_or_default();
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{}\n",
+            e.epoch, e.train_loss, val, e.lr, e.seconds, e.rows_per_second, e.skipped_steps
+        ));
+    }
+    Ok(write_atomic(path, out.as_bytes())?)
+}
+
+fn print_summary(s: &serde_json::Value) {
+    let num = |k: &str| s[k].as_f64().map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+    println!(
+        "trained {} for {} epochs in {}s ({} rows/s)",
+        s["flow"].as_str().unwrap_or("?"),
+        s["epochs"],
+        num("train_seconds"),
+        num("train_rows_per_second")
+    );
+    println!(
+        "  best validation log-likelihood: {} nats/row (epoch {})",
+        num("best_val_log_prob"),
+        s["best_epoch"]
+    );
+    if s["test_log_prob"].is_number() {
+        println!(
+            "  test log-likelihood:            {} ± {} nats/row",
+            num("test_log_prob"),
+            num("test_log_prob_stderr")
+        );
+    }
+    if s["skipped_steps"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "  skipped non-finite steps: {} (rollbacks: {})",
+            s["skipped_steps"], s["rollbacks"]
+        );
+    }
+    println!("  model written to {}", s["model_dir"].as_str().unwrap_or("?"));
+}

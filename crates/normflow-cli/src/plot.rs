@@ -1,0 +1,254 @@
+//! PNG figures: loss curves, 2-D densities beside samples, pair plots.
+//!
+//! Plots take plain numbers, not models, so that each one is a pure function of its inputs. Text
+//! is drawn with DejaVu Sans Mono, bundled (see `assets/DejaVu-LICENSE.txt`), so figures look the
+//! same on machines without system fonts.
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+use plotters::style::colors::colormaps::ViridisRGB;
+use plotters::style::{register_font, FontStyle};
+
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
+const FAMILY: &str = "sans-serif";
+
+fn init_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Registration fails only on an unparsable font, and the bundled one parses; without it,
+        // plotters would fail at the first label, so a failure here surfaces there.
+        let _ = register_font(FAMILY, FontStyle::Normal, FONT);
+    });
+}
+
+fn draw_err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
+    move |e| anyhow!("cannot draw {}: {e:?}", path.display())
+}
+
+/// One line per epoch: training loss and, if present, validation loss (both `-log p` per row).
+pub fn loss_curve(path: &Path, train: &[f64], val: &[Option<f64>]) -> Result<()> {
+    init_font();
+    let err = draw_err(path);
+    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(&err)?;
+    let values: Vec<f64> = train
+        .iter()
+        .copied()
+        .chain(val.iter().flatten().copied())
+        .filter(|v| v.is_finite())
+        .collect();
+    let (lo, hi) = bounds(&values);
+    let epochs = train.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("training curve", (FAMILY, 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(1.0..epochs.max(2.0), lo..hi)
+        .map_err(&err)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("-log p per row (nats)")
+        .label_style((FAMILY, 14))
+        .draw()
+        .map_err(&err)?;
+    let series =
+        |v: &[f64]| v.iter().enumerate().map(|(i, y)| (i as f64 + 1.0, *y)).collect::<Vec<_>>();
+    chart
+        .draw_series(LineSeries::new(series(train), BLUE.stroke_width(2)))
+        .map_err(&err)?
+        .label("train")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    let val_points: Vec<(f64, f64)> =
+        val.iter().enumerate().filter_map(|(i, v)| v.map(|v| (i as f64 + 1.0, v))).collect();
+    if !val_points.is_empty() {
+        chart
+            .draw_series(LineSeries::new(val_points, RED.stroke_width(2)))
+            .map_err(&err)?
+            .label("validation")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 14))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(&err)?;
+    root.present().map_err(&err)?;
+    Ok(())
+}
+
+/// A square region `[lo, hi]^2` around the 2-D points `xy` (row-major pairs), padded by 10%.
+pub fn square_bounds(xy: &[f64]) -> (f64, f64) {
+    let (lo, hi) = bounds(xy);
+    let pad = 0.1 * (hi - lo);
+    (lo - pad, hi + pad)
+}
+
+fn bounds(values: &[f64]) -> (f64, f64) {
+    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let lo = finite.clone().fold(f64::INFINITY, f64::min);
+    let hi = finite.fold(f64::NEG_INFINITY, f64::max);
+    if !lo.is_finite() || !hi.is_finite() {
+        return (0.0, 1.0);
+    }
+    if hi - lo < 1e-12 {
+        return (lo - 1.0, hi + 1.0);
+    }
+    (lo, hi)
+}
+
+/// A 2-D density on a `cells x cells` grid over `[lo, hi]^2` (`density[i * cells + j]` at
+/// `x_i`, `y_j`) drawn as a heatmap, beside a scatter of `samples` and, if given, `data`.
+pub fn density_and_samples(
+    path: &Path,
+    density: &[f64],
+    cells: usize,
+    (lo, hi): (f64, f64),
+    samples: &[f64],
+    data: Option<&[f64]>,
+    names: (&str, &str),
+) -> Result<()> {
+    init_font();
+    let err = draw_err(path);
+    let root = BitMapBackend::new(path, (1200, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(&err)?;
+    let (left, right) = root.split_horizontally(600);
+    let max = density.iter().copied().filter(|v| v.is_finite()).fold(0.0, f64::max).max(1e-300);
+    let mut chart = ChartBuilder::on(&left)
+        .caption("model density", (FAMILY, 22))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(lo..hi, lo..hi)
+        .map_err(&err)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(names.0)
+        .y_desc(names.1)
+        .label_style((FAMILY, 13))
+        .draw()
+        .map_err(&err)?;
+    let h = (hi - lo) / cells as f64;
+    chart
+        .draw_series((0..cells * cells).map(|k| {
+            let (i, j) = (k / cells, k % cells);
+            let (x, y) = (lo + i as f64 * h, lo + j as f64 * h);
+            let v = density[k];
+            let t = if v.is_finite() { (v / max).clamp(0.0, 1.0) } else { 0.0 };
+            Rectangle::new([(x, y), (x + h, y + h)], ViridisRGB::get_color(t).filled())
+        }))
+        .map_err(&err)?;
+    let mut chart = ChartBuilder::on(&right)
+        .caption("samples", (FAMILY, 22))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(lo..hi, lo..hi)
+        .map_err(&err)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(names.0)
+        .y_desc(names.1)
+        .label_style((FAMILY, 13))
+        .draw()
+        .map_err(&err)?;
+    if let Some(data) = data {
+        chart
+            .draw_series(
+                points(data, 2, 0, 1).map(|p| Circle::new(p, 1, RGBColor(150, 150, 150).filled())),
+            )
+            .map_err(&err)?
+            .label("data")
+            .legend(|(x, y)| Circle::new((x, y), 3, RGBColor(150, 150, 150).filled()));
+    }
+    chart
+        .draw_series(points(samples, 2, 0, 1).map(|p| Circle::new(p, 1, BLUE.mix(0.6).filled())))
+        .map_err(&err)?
+        .label("model samples")
+        .legend(|(x, y)| Circle::new((x, y), 3, BLUE.filled()));
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 13))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(&err)?;
+    root.present().map_err(&err)?;
+    Ok(())
+}
+
+/// Pair plots of the chosen dimensions: model samples (blue) over data (grey).
+pub fn pair_plot(
+    path: &Path,
+    samples: &[f64],
+    data: Option<&[f64]>,
+    cols: usize,
+    dims: &[usize],
+    names: &[String],
+) -> Result<()> {
+    init_font();
+    let err = draw_err(path);
+    let k = dims.len();
+    let cell = 260u32;
+    let root = BitMapBackend::new(path, (cell * k as u32, cell * k as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(&err)?;
+    let panels = root.split_evenly((k, k));
+    for (idx, panel) in panels.iter().enumerate() {
+        let (r, c) = (idx / k, idx % k);
+        let (dx, dy) = (dims[c], dims[r]);
+        let column = |d: usize| -> Vec<f64> {
+            let mut v: Vec<f64> = samples.chunks_exact(cols).map(|row| row[d]).collect();
+            if let Some(data) = data {
+                v.extend(data.chunks_exact(cols).map(|row| row[d]));
+            }
+            v
+        };
+        let (xlo, xhi) = bounds(&column(dx));
+        let (ylo, yhi) = bounds(&column(dy));
+        let label =
+            if r == c { names[dx].clone() } else { format!("{} vs {}", names[dy], names[dx]) };
+        let mut chart = ChartBuilder::on(panel)
+            .caption(label, (FAMILY, 13))
+            .margin(6)
+            .x_label_area_size(20)
+            .y_label_area_size(35)
+            .build_cartesian_2d(xlo..xhi, ylo..yhi)
+            .map_err(&err)?;
+        chart.configure_mesh().disable_mesh().label_style((FAMILY, 10)).draw().map_err(&err)?;
+        if let Some(data) = data {
+            chart
+                .draw_series(
+                    points(data, cols, dx, dy)
+                        .map(|p| Circle::new(p, 1, RGBColor(150, 150, 150).filled())),
+                )
+                .map_err(&err)?;
+        }
+        chart
+            .draw_series(
+                points(samples, cols, dx, dy).map(|p| Circle::new(p, 1, BLUE.mix(0.5).filled())),
+            )
+            .map_err(&err)?;
+    }
+    root.present().map_err(&err)?;
+    Ok(())
+}
+
+fn points(
+    values: &[f64],
+    cols: usize,
+    dx: usize,
+    dy: usize,
+) -> impl Iterator<Item = (f64, f64)> + '_ {
+    values
+        .chunks_exact(cols)
+        .map(move |row| (row[dx], row[dy]))
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+}
