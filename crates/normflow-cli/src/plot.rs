@@ -176,6 +176,7 @@ pub fn density_and_samples(
         .legend(|(x, y)| Circle::new((x, y), 3, BLUE.filled()));
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .label_font((FAMILY, 13))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
