@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use normflow::data::toy::Toy;
 use normflow::data::{load_table, LoadOptions, Table};
 
@@ -14,7 +14,7 @@ pub fn load(spec: &str, toy_rows: usize, seed: u64, drop_nonfinite: bool) -> Res
     if let Some(name) = spec.strip_prefix(TOY_PREFIX) {
         let toy: Toy = name.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
         if toy_rows == 0 {
-            bail!("--n must be at least 1 to draw rows of {spec}");
+            bail!("--n 0: must be at least 1 to draw rows of {spec}");
         }
         let mut rng = normflow::random::rng_from_seed(seed);
         let values = toy.sample(toy_rows, &mut rng);
@@ -27,8 +27,10 @@ pub fn load(spec: &str, toy_rows: usize, seed: u64, drop_nonfinite: bool) -> Res
             dropped_rows: 0,
         });
     }
-    let table = load_table(Path::new(spec), &LoadOptions { drop_nonfinite })
-        .with_context(|| format!("cannot load data from {spec}"))?;
+    let table = load_table(Path::new(spec), &LoadOptions { drop_nonfinite }).map_err(|e| {
+        // The library names its option; here it is a flag.
+        anyhow::anyhow!("{}", e.to_string().replace("drop_nonfinite", "--drop-nonfinite"))
+    })?;
     if table.dropped_rows > 0 {
         eprintln!(
             "note: dropped {} rows with NaN or infinite values from {spec}",

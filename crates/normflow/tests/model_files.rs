@@ -79,6 +79,42 @@ fn truncated_or_swapped_weights_fail_the_checksum() -> Result<()> {
     Ok(())
 }
 
+/// A re-save of the same model (a training loop saving its best epoch) first writes a spec that
+/// accepts the weights it replaces: a process killed between the two files leaves a directory
+/// that loads, with the old or the new weights.
+#[test]
+fn a_resave_interrupted_between_its_files_still_loads() -> Result<()> {
+    let io = |e: std::io::Error| normflow::Error::io("test file", e);
+    let dir = tempfile::tempdir().map_err(io)?;
+    let m = saved(dir.path(), maf())?;
+    let weights = dir.path().join("weights.safetensors");
+    let old = std::fs::read(&weights).map_err(io)?;
+    let x = Tensor::ones((2, 3), DType::F32, &Device::Cpu)?;
+    let old_lp = m.log_prob(&x, None)?.to_vec1::<f32>()?;
+    m.store().perturb(0.1, 3)?;
+    m.save(dir.path(), None)?;
+    let done = read_spec(dir.path())?;
+    assert_eq!(done.replaced_weights_crc32, None, "a completed save accepts only its weights");
+    assert!(done.weights_crc32 != normflow::model::io::checksum(&old));
+
+    // The interim spec of that save, with the old weights still in place.
+    let interim = normflow::model::ModelSpec {
+        replaced_weights_crc32: Some(normflow::model::io::checksum(&old)),
+        ..done
+    };
+    let json = serde_json::to_vec(&interim)?;
+    std::fs::write(dir.path().join("spec.json"), json).map_err(io)?;
+    std::fs::write(&weights, &old).map_err(io)?;
+    let loaded = Model::load(dir.path(), &Device::Cpu)?;
+    assert_eq!(loaded.log_prob(&x, None)?.to_vec1::<f32>()?, old_lp);
+    // Saving again from there completes normally, and other weights are still refused.
+    loaded.save(dir.path(), None)?;
+    assert_eq!(read_spec(dir.path())?.replaced_weights_crc32, None);
+    std::fs::write(&weights, &old[..old.len() - 1]).map_err(io)?;
+    assert!(load_err(dir.path()).contains("checksum"));
+    Ok(())
+}
+
 #[test]
 fn a_spec_edited_to_another_shape_names_the_tensor() -> Result<()> {
     let dir = tempfile::tempdir().map_err(|e| normflow::Error::io("tmp", e))?;

@@ -27,12 +27,15 @@ pub struct LogProbArgs {
     /// Seed for `toy:` data.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Skip rows with NaN or infinite values (they get no output line) instead of failing.
+    #[arg(long)]
+    pub drop_nonfinite: bool,
 }
 
 /// Runs `normflow log-prob`.
 pub fn run(args: LogProbArgs) -> Result<()> {
     let model = load_model(&args.model)?;
-    let table = data_source::load(&args.data, args.n, args.seed, false)?;
+    let table = data_source::load(&args.data, args.n, args.seed, args.drop_nonfinite)?;
     check_width(&model, &table, &args.data)?;
     let (data, context) = split_like_training(&model, &table)?;
     let lp = log_probs(&model, &data, context.as_ref())?;

@@ -54,12 +54,10 @@ pub fn check_width(model: &Model, data: &Table, what: &str) -> Result<()> {
     let want = model.features() + model.context_features();
     if data.cols != want {
         anyhow::bail!(
-            "{what} has {} columns but the model was trained on {} ({} data{})",
+            "{what} has {} columns but the model was trained on {want}{}",
             data.cols,
-            want,
-            model.features(),
             if model.context_features() > 0 {
-                format!(" + {} context", model.context_features())
+                format!(" ({} data + {} context)", model.features(), model.context_features())
             } else {
                 String::new()
             }

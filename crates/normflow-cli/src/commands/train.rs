@@ -102,20 +102,20 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
     pub lr: f64,
     /// Learning-rate schedule.
     #[arg(long, value_enum, default_value = "constant")]
     pub schedule: Schedule,
     /// Clip the global gradient norm to this value (0 = no clipping).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
     pub clip: f64,
     /// Seed of everything random: initialization, splits, shuffles, toy data.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Fraction of the training rows held out for validation and early stopping
     /// (0 = train on every row for exactly --epochs).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub val_frac: f64,
     /// Stop after this many epochs without validation improvement [default: 20 with validation].
     #[arg(long)]
@@ -124,7 +124,7 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "test_frac")]
     pub test: Option<String>,
     /// Fraction of the rows held out as a test set, never used in training.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub test_frac: Option<f64>,
     /// Columns (names or 0-based indices, comma separated) to condition on instead of model.
     #[arg(long)]
@@ -188,7 +188,10 @@ pub fn split_like_training(model: &Model, table: &Table) -> Result<(Table, Optio
     Ok((table.select_columns(&data_idx)?, Some(table.select_columns(&context)?)))
 }
 
-const CHECKPOINT_TENSORS: &str = "checkpoint.safetensors";
+/// The checkpoint's tensors alternate between two files and `checkpoint.json`, written last,
+/// names the current one: a run killed while writing either file still leaves the previous
+/// epoch's checkpoint whole (two files cannot be replaced together atomically).
+const CHECKPOINT_TENSORS: [&str; 2] = ["checkpoint-a.safetensors", "checkpoint-b.safetensors"];
 const CHECKPOINT_PROGRESS: &str = "checkpoint.json";
 
 /// The data of a run: train rows (with context) and optional test rows.
@@ -198,8 +201,15 @@ struct RunData {
     test: Option<(Table, Option<Table>)>,
 }
 
+/// Loads `--data` (and `--test`) as `settings` describe, and splits them.
 fn load_data(settings: &RunSettings, seed: u64) -> Result<RunData> {
     let full = data_source::load(&settings.data, settings.toy_rows, seed, settings.drop_nonfinite)?;
+    split_data(settings, full, seed)
+}
+
+/// Splits the loaded `--data` into test rows (`--test-frac`, or loads `--test`), training rows
+/// and context columns.
+fn split_data(settings: &RunSettings, full: Table, seed: u64) -> Result<RunData> {
     let split = |t: &Table| -> Result<(Table, Option<Table>)> {
         if settings.context_indices.is_empty() {
             return Ok((t.clone(), None));
@@ -258,16 +268,81 @@ fn take_rows(t: &Table, rows: &[usize]) -> Table {
     Table { rows: rows.len(), values, dropped_rows: 0, ..t.clone() }
 }
 
-fn base_spec(base: &str, context: usize) -> Result<BaseSpec> {
+/// The base distribution named by `--base`; `conditional` only for a model with context columns.
+fn base_spec(base: &str, conditional: bool) -> Result<BaseSpec> {
     Ok(match base {
         "normal" => BaseSpec::StandardNormal,
         "diag" => BaseSpec::DiagNormal,
-        "conditional" if context > 0 => BaseSpec::ConditionalDiagNormal { hidden: 64, blocks: 1 },
+        "conditional" if conditional => BaseSpec::ConditionalDiagNormal { hidden: 64, blocks: 1 },
         other => match other.strip_prefix("mixture:").map(str::parse::<usize>) {
             Some(Ok(k)) if k >= 1 => BaseSpec::GaussianMixture { components: k },
-            _ => bail!("--base {other}: expected normal, diag, mixture:K (K >= 1) or, for conditional flows, conditional"),
+            _ => bail!(
+                "--base {other}: expected normal, diag, mixture:K (K >= 1) or, with \
+                 --context-columns, conditional"
+            ),
         },
     })
+}
+
+/// Checks the flags of a new run before any data is read; the message names the flag.
+fn check_args(args: &TrainArgs) -> Result<()> {
+    let counts = [
+        ("--layers", args.layers),
+        ("--hidden", args.hidden),
+        ("--blocks", args.blocks),
+        ("--batch", args.batch),
+        ("--epochs", args.epochs.unwrap_or(1)),
+        ("--patience", args.patience.unwrap_or(1)),
+    ];
+    for (flag, value) in counts {
+        if value == 0 {
+            bail!("{flag} 0: must be at least 1");
+        }
+    }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        bail!("--lr {}: the learning rate must be a finite number > 0", args.lr);
+    }
+    if !(args.clip.is_finite() && args.clip >= 0.0) {
+        bail!("--clip {}: must be a finite number >= 0 (0 = no clipping)", args.clip);
+    }
+    if !(args.val_frac.is_finite() && (0.0..1.0).contains(&args.val_frac)) {
+        bail!("--val-frac {}: must be a fraction in [0, 1) (0 = no validation)", args.val_frac);
+    }
+    if let (Some(p), true) = (args.patience, args.val_frac == 0.0) {
+        bail!(
+            "--patience {p}: early stopping needs a validation set; set --val-frac above 0 or \
+             drop --patience"
+        );
+    }
+    if let Some(f) = args.test_frac {
+        if !(f > 0.0 && f < 1.0) {
+            bail!("--test-frac {f}: must be a fraction in (0, 1)");
+        }
+    }
+    base_spec(&args.base, args.context_columns.is_some())?;
+    Ok(())
+}
+
+/// Checks that `rows` training rows fill the validation split and one batch.
+fn check_rows(config: &TrainConfig, rows: usize) -> Result<()> {
+    let n_val = config.val_rows(rows);
+    if config.val_frac > 0.0 && n_val == 0 {
+        bail!(
+            "--val-frac {} of {rows} rows leaves no validation row: give more rows, a larger \
+             --val-frac, or --val-frac 0 for no validation",
+            config.val_frac
+        );
+    }
+    let n_train = rows - n_val.min(rows);
+    if n_train < config.batch_size {
+        bail!(
+            "{n_train} training rows ({rows} rows, {n_val} held out by --val-frac {}) are fewer \
+             than --batch {}: lower --batch or --val-frac, or give more rows",
+            config.val_frac,
+            config.batch_size
+        );
+    }
+    Ok(())
 }
 
 fn flow_spec(args: &TrainArgs, features: usize, context: usize) -> Result<FlowSpec> {
@@ -277,7 +352,15 @@ fn flow_spec(args: &TrainArgs, features: usize, context: usize) -> Result<FlowSp
         Act::Silu => Activation::Silu,
         Act::Elu => Activation::Elu,
     };
-    let base = base_spec(&args.base, context)?;
+    if matches!(args.flow, Family::Nice | Family::Realnvp) && features < 2 {
+        let flow = args.flow.to_possible_value().map(|v| v.get_name().to_string());
+        bail!(
+            "--flow {} needs at least 2 data columns (its coupling layers split them in two); \
+             the data has {features} data column: use --flow maf",
+            flow.unwrap_or_default()
+        );
+    }
+    let base = base_spec(&args.base, context > 0)?;
     let ar = AutoregressiveSpec {
         context_features: context,
         layers: args.layers,
@@ -370,9 +453,11 @@ impl TrainObserver for Checkpointer<'_> {
 
     fn on_checkpoint(&mut self, state: &TrainState) -> normflow::Result<()> {
         let bytes = normflow::model::io::safetensors_bytes(&state.tensors())?;
-        write_atomic(&self.dir.join(CHECKPOINT_TENSORS), &bytes)?;
+        let file = CHECKPOINT_TENSORS[state.progress.epochs_done % 2];
+        write_atomic(&self.dir.join(file), &bytes)?;
         let progress = serde_json::json!({
             "progress": state.progress,
+            "tensors": file,
             "crc32": normflow::model::io::checksum(&bytes),
             "rows": self.rows,
         });
@@ -389,12 +474,16 @@ fn read_checkpoint(dir: &Path, model: &Model, config: &TrainConfig) -> Result<Tr
         .with_context(|| format!("{} is not valid JSON", json_path.display()))?;
     let progress: TrainProgress = serde_json::from_value(value["progress"].clone())
         .with_context(|| format!("{} has no valid progress record", json_path.display()))?;
-    let tensors_path = dir.join(CHECKPOINT_TENSORS);
+    let file = value["tensors"].as_str().unwrap_or_default();
+    if !CHECKPOINT_TENSORS.contains(&file) {
+        bail!("{} names no checkpoint tensor file", json_path.display());
+    }
+    let tensors_path = dir.join(file);
     let bytes = std::fs::read(&tensors_path)
         .with_context(|| format!("cannot read {}", tensors_path.display()))?;
     if value["crc32"].as_u64() != Some(u64::from(normflow::model::io::checksum(&bytes))) {
         bail!(
-            "{} does not match {} (corrupt or from another run)",
+            "{} does not match the checksum in {} (corrupt or from another run)",
             tensors_path.display(),
             json_path.display()
         );
@@ -406,8 +495,11 @@ fn read_checkpoint(dir: &Path, model: &Model, config: &TrainConfig) -> Result<Tr
 
 /// Runs `normflow train`.
 pub fn run(args: TrainArgs) -> Result<()> {
-    let (dir, settings, mut model, resume) = match &args.resume {
+    let (dir, settings, mut model, run, resume) = match &args.resume {
         Some(dir) => {
+            if args.epochs == Some(0) {
+                bail!("--epochs 0: must be at least 1");
+            }
             let model = super::load_model(dir)?;
             let Some(record) = training_record(&model) else {
                 bail!("{} was not written by `normflow train`: nothing to resume", dir.display());
@@ -417,12 +509,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 settings.config.epochs = e;
             }
             let state = read_checkpoint(dir, &model, &settings.config)?;
-            (dir.clone(), settings, model, Some(state))
+            let run = load_data(&settings, settings.config.seed)?;
+            check_rows(&settings.config, run.train.rows)?;
+            (dir.clone(), settings, model, run, Some(state))
         }
         None => {
             let (Some(data), Some(dir)) = (&args.data, &args.out) else {
                 bail!("--data and --out are required (or --resume DIR)");
             };
+            check_args(&args)?;
             let full = data_source::load(data, args.n, args.seed, args.drop_nonfinite)?;
             let (_, ctx) = data_source::split_context(&full, args.context_columns.as_deref())?;
             let context_indices = match (&ctx, &args.context_columns) {
@@ -444,7 +539,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 config: train_config(&args),
             };
             settings.config.validate()?;
-            let run = load_data(&settings, args.seed)?;
+            let run = split_data(&settings, full, args.seed)?;
+            check_rows(&settings.config, run.train.rows)?;
             let pre = Standardization::fit(&run.train.values, run.train.cols)?;
             let ctx_pre = run
                 .train_context
@@ -456,10 +552,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
             let model = Model::new(spec, Some(pre), ctx_pre, args.seed, DType::F32, &Device::Cpu)?;
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            (dir.clone(), settings, model, None)
+            (dir.clone(), settings, model, run, None)
         }
     };
-    let run = load_data(&settings, settings.config.seed)?;
     model.set_training_summary(serde_json::to_value(TrainingRecord {
         settings: settings.clone(),
         summary: None,
@@ -467,7 +562,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let train_x = to_tensor(&run.train)?;
     let train_c = run.train_context.as_ref().map(to_tensor).transpose()?;
     let config = &settings.config;
-    config.check_rows(run.train.rows)?;
 
     let report = {
         let mut observer = Checkpointer {

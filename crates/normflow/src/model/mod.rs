@@ -63,6 +63,12 @@ pub struct ModelSpec {
     /// CRC-32 of `optimizer.safetensors`, if one was saved.
     #[serde(default)]
     pub optimizer_crc32: Option<u32>,
+    /// Set only while [`Model::save`] replaces the weights of this same model: the CRC-32 of the
+    /// weights being replaced, which also load. Two files cannot be replaced together
+    /// atomically, so without it a save interrupted between them (a killed training run) would
+    /// leave a directory that fails the checksum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_weights_crc32: Option<u32>,
     /// Free-form training summary and settings (used by `inspect` and `train --resume`).
     #[serde(default)]
     pub training: Option<serde_json::Value>,
@@ -117,6 +123,7 @@ impl Model {
             context_preprocessing,
             weights_crc32: 0,
             optimizer_crc32: None,
+            replaced_weights_crc32: None,
             training: None,
         };
         Self::from_spec(spec, device)
@@ -227,12 +234,26 @@ impl Model {
 
     /// Saves to `dir` (created if needed): weights, optional optimizer state, then `spec.json`
     /// (which records the checksums of the other two).
+    ///
+    /// Saving over an earlier save of the same model (same flow, seed, dtype and preprocessing,
+    /// as a training loop does after every improvement) first writes a `spec.json` that accepts
+    /// the old and the new weights: the directory loads at every moment, even if the process is
+    /// killed halfway (the optimizer state is then absent until the save completes).
     pub fn save(&self, dir: &Path, optimizer_state: Option<&[(String, Tensor)]>) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let mut spec = self.spec.clone();
         let weights = io::safetensors_bytes(&self.store.tensors())?;
-        io::write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
         spec.weights_crc32 = io::checksum(&weights);
+        spec.replaced_weights_crc32 = None;
+        if let Some(old) = self.saved_weights_crc(dir).filter(|&c| c != spec.weights_crc32) {
+            let interim = ModelSpec {
+                replaced_weights_crc32: Some(old),
+                optimizer_crc32: None,
+                ..spec.clone()
+            };
+            io::write_atomic(&dir.join(SPEC_FILE), &serde_json::to_vec_pretty(&interim)?)?;
+        }
+        io::write_atomic(&dir.join(WEIGHTS_FILE), &weights)?;
         spec.optimizer_crc32 = match optimizer_state {
             Some(state) => {
                 let bytes = io::safetensors_bytes(state)?;
@@ -252,12 +273,27 @@ impl Model {
         io::write_atomic(&dir.join(SPEC_FILE), &json)
     }
 
+    /// The weights checksum of the model saved in `dir`, if that is a save of this same model
+    /// (whatever its weights and training summary).
+    fn saved_weights_crc(&self, dir: &Path) -> Option<u32> {
+        let saved = read_spec(dir).ok()?;
+        let mine = &self.spec;
+        let same = saved.flow == mine.flow
+            && saved.seed == mine.seed
+            && saved.dtype == mine.dtype
+            && saved.preprocessing == mine.preprocessing
+            && saved.context_preprocessing == mine.context_preprocessing;
+        same.then_some(saved.weights_crc32)
+    }
+
     /// Loads a model directory written by [`Model::save`], validating the format version, the
     /// spec, the checksum and every tensor's name and shape.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let spec = read_spec(dir)?;
         let weights_path = dir.join(WEIGHTS_FILE);
-        let tensors = read_tensors(&weights_path, spec.weights_crc32)?;
+        let accepted: Vec<u32> =
+            std::iter::once(spec.weights_crc32).chain(spec.replaced_weights_crc32).collect();
+        let tensors = read_tensors(&weights_path, &accepted)?;
         let model = Self::from_spec(spec, device)?;
         model.store.load_tensors(&tensors, &weights_path)?;
         Ok(model)
@@ -267,7 +303,7 @@ impl Model {
     pub fn load_optimizer_state(&self, dir: &Path) -> Result<Option<HashMap<String, Tensor>>> {
         match self.spec.optimizer_crc32 {
             None => Ok(None),
-            Some(crc) => Ok(Some(read_tensors(&dir.join(OPTIMIZER_FILE), crc)?)),
+            Some(crc) => Ok(Some(read_tensors(&dir.join(OPTIMIZER_FILE), &[crc])?)),
         }
     }
 }
@@ -314,9 +350,10 @@ pub fn read_spec(dir: &Path) -> Result<ModelSpec> {
     Ok(spec)
 }
 
-fn read_tensors(path: &Path, crc: u32) -> Result<HashMap<String, Tensor>> {
+/// Reads a tensor file whose CRC-32 must be one of `accepted`.
+fn read_tensors(path: &Path, accepted: &[u32]) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if io::checksum(&bytes) != crc {
+    if !accepted.contains(&io::checksum(&bytes)) {
         return Err(Error::model_file(
             path,
             "checksum does not match spec.json: the file is corrupt, truncated, or from another save",
