@@ -294,6 +294,9 @@ fn resuming_equals_an_uninterrupted_run() {
     }
     let fresh = dir.path().join("fresh");
     fails(&["train", "--resume", s(&fresh)], &["fresh"]);
+    // A resumed run keeps its settings: changing one is refused, not silently ignored.
+    let resumed = dir.path().join("resumed-0");
+    fails(&["train", "--resume", s(&resumed), "--lr", "0.1"], &["--lr", "--resume"]);
 }
 
 // ---------------------------------------------------------------- bad data
