@@ -213,9 +213,12 @@ pub fn pair_plot(
             v
         };
         let (xlo, xhi) = bounds(&column(dx));
+        if r == c {
+            draw_histograms(panel, samples, data, cols, dx, (xlo, xhi), &names[dx], path)?;
+            continue;
+        }
         let (ylo, yhi) = bounds(&column(dy));
-        let label =
-            if r == c { names[dx].clone() } else { format!("{} vs {}", names[dy], names[dx]) };
+        let label = format!("{} vs {}", names[dy], names[dx]);
         let mut chart = ChartBuilder::on(panel)
             .caption(label, (FAMILY, 13))
             .margin(6)
@@ -239,6 +242,67 @@ pub fn pair_plot(
             .map_err(&err)?;
     }
     root.present().map_err(&err)?;
+    Ok(())
+}
+
+const HISTOGRAM_BINS: usize = 30;
+
+/// Normalized histogram (a density) of column `d` over `[lo, hi]`.
+fn histogram(values: &[f64], cols: usize, d: usize, (lo, hi): (f64, f64)) -> Vec<f64> {
+    let mut counts = vec![0.0; HISTOGRAM_BINS];
+    let width = (hi - lo) / HISTOGRAM_BINS as f64;
+    let mut n = 0.0;
+    for v in values.chunks_exact(cols).map(|row| row[d]).filter(|v| v.is_finite()) {
+        let bin = (((v - lo) / width) as usize).min(HISTOGRAM_BINS - 1);
+        counts[bin] += 1.0;
+        n += 1.0;
+    }
+    counts.iter().map(|c| c / (n * width).max(f64::MIN_POSITIVE)).collect()
+}
+
+/// The diagonal panel of a pair plot: histograms of samples (blue) and data (grey outline).
+#[allow(clippy::too_many_arguments)]
+fn draw_histograms(
+    panel: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    samples: &[f64],
+    data: Option<&[f64]>,
+    cols: usize,
+    d: usize,
+    (lo, hi): (f64, f64),
+    name: &str,
+    path: &Path,
+) -> Result<()> {
+    let err = draw_err(path);
+    let model_hist = histogram(samples, cols, d, (lo, hi));
+    let data_hist = data.map(|v| histogram(v, cols, d, (lo, hi)));
+    let top = model_hist.iter().chain(data_hist.iter().flatten()).fold(0.0f64, |a, b| a.max(*b));
+    let mut chart = ChartBuilder::on(panel)
+        .caption(name, (FAMILY, 13))
+        .margin(6)
+        .x_label_area_size(20)
+        .y_label_area_size(35)
+        .build_cartesian_2d(lo..hi, 0.0..top.max(1e-12) * 1.05)
+        .map_err(&err)?;
+    chart.configure_mesh().disable_mesh().label_style((FAMILY, 10)).draw().map_err(&err)?;
+    let width = (hi - lo) / HISTOGRAM_BINS as f64;
+    let bar = |i: usize, h: f64| [(lo + i as f64 * width, 0.0), (lo + (i + 1) as f64 * width, h)];
+    chart
+        .draw_series(
+            model_hist
+                .iter()
+                .enumerate()
+                .map(|(i, h)| Rectangle::new(bar(i, *h), BLUE.mix(0.4).filled())),
+        )
+        .map_err(&err)?;
+    if let Some(hist) = data_hist {
+        chart
+            .draw_series(
+                hist.iter()
+                    .enumerate()
+                    .map(|(i, h)| Rectangle::new(bar(i, *h), RGBColor(90, 90, 90).stroke_width(1))),
+            )
+            .map_err(&err)?;
+    }
     Ok(())
 }
 

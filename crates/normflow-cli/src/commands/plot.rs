@@ -8,7 +8,7 @@ use normflow::data::Table;
 use normflow::model::Model;
 
 use super::sample::{data_columns, draw};
-use super::train::split_like_training;
+use super::train::{split_like_training, training_record};
 use super::{load_model, log_probs};
 use crate::data_source;
 
@@ -20,7 +20,8 @@ pub struct PlotArgs {
     /// Output PNG.
     #[arg(long)]
     pub out: PathBuf,
-    /// Data to draw beside the samples (default: none).
+    /// Data to draw beside the samples [default: the model's training data, when it can still
+    /// be read from where it was].
     #[arg(long)]
     pub data: Option<String>,
     /// Dimensions for pair plots (comma separated, at most 6) [default: the first 6].
@@ -85,7 +86,16 @@ pub fn run(args: PlotArgs) -> Result<()> {
             super::check_width(&model, &table, spec)?;
             Some(split_like_training(&model, &table)?.0)
         }
-        None => None,
+        // The training data is a convenience here, not a requirement: a moved or deleted file
+        // only means the plot shows the samples alone.
+        None => training_record(&model).and_then(|r| {
+            let s = r.settings;
+            data_source::load(&s.data, s.toy_rows.min(5000), s.config.seed, true)
+                .ok()
+                .filter(|t| t.cols == model.features() + model.context_features())
+                .and_then(|t| split_like_training(&model, &t).ok())
+                .map(|(t, _)| t)
+        }),
     };
     let d = model.features();
     if d == 2 {
