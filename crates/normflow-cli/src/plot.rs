@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
 use plotters::style::{register_font, FontStyle};
@@ -103,6 +104,36 @@ fn bounds(values: &[f64]) -> (f64, f64) {
     (lo, hi)
 }
 
+type SquareChart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One captioned panel with axes `names` over `[lo, hi]^2`.
+fn square_panel<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    (lo, hi): (f64, f64),
+    names: (&str, &str),
+    path: &Path,
+) -> Result<SquareChart<'a, 'b>> {
+    let err = draw_err(path);
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FAMILY, 22))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(lo..hi, lo..hi)
+        .map_err(&err)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(names.0)
+        .y_desc(names.1)
+        .label_style((FAMILY, 13))
+        .draw()
+        .map_err(&err)?;
+    Ok(chart)
+}
+
 /// A 2-D density on a `cells x cells` grid over `[lo, hi]^2` (`density[i * cells + j]` at
 /// `x_i`, `y_j`) drawn as a heatmap, beside a scatter of `samples` and, if given, `data`.
 pub fn density_and_samples(
@@ -120,21 +151,7 @@ pub fn density_and_samples(
     root.fill(&WHITE).map_err(&err)?;
     let (left, right) = root.split_horizontally(600);
     let max = density.iter().copied().filter(|v| v.is_finite()).fold(0.0, f64::max).max(1e-300);
-    let mut chart = ChartBuilder::on(&left)
-        .caption("model density", (FAMILY, 22))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(45)
-        .build_cartesian_2d(lo..hi, lo..hi)
-        .map_err(&err)?;
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_desc(names.0)
-        .y_desc(names.1)
-        .label_style((FAMILY, 13))
-        .draw()
-        .map_err(&err)?;
+    let mut chart = square_panel(&left, "model density", (lo, hi), names, path)?;
     let h = (hi - lo) / cells as f64;
     chart
         .draw_series((0..cells * cells).map(|k| {
@@ -145,21 +162,7 @@ pub fn density_and_samples(
             Rectangle::new([(x, y), (x + h, y + h)], ViridisRGB::get_color(t).filled())
         }))
         .map_err(&err)?;
-    let mut chart = ChartBuilder::on(&right)
-        .caption("samples", (FAMILY, 22))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(45)
-        .build_cartesian_2d(lo..hi, lo..hi)
-        .map_err(&err)?;
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_desc(names.0)
-        .y_desc(names.1)
-        .label_style((FAMILY, 13))
-        .draw()
-        .map_err(&err)?;
+    let mut chart = square_panel(&right, "samples", (lo, hi), names, path)?;
     if let Some(data) = data {
         chart
             .draw_series(

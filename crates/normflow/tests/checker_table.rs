@@ -129,6 +129,7 @@ fn cases() -> Vec<Case> {
         case("batch norm on images", &[2, 2, 3], |p| boxed(BatchNorm::new(p, &[2, 2, 3])?)),
         case("sigmoid", &[3], |_| boxed(Sigmoid::new())),
         case("logit", &[3], |_| boxed(Logit::new(0.05)?)).unit_interval(),
+        // `Standardize`, the fixed first layer of every model (preprocess.rs).
         case("standardize", &[3], |p| {
             let s = Standardization { shift: vec![1.0, -2.0, 0.5], scale: vec![0.5, 3.0, 1.5] };
             boxed(s.bijection(p.dtype(), p.device())?)

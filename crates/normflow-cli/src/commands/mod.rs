@@ -11,7 +11,7 @@ pub mod train;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use normflow::candle::{DType, Device, Tensor};
+use normflow::candle::Device;
 use normflow::data::Table;
 use normflow::distributions::Distribution;
 use normflow::model::Model;
@@ -28,25 +28,40 @@ pub fn load_model(dir: &Path) -> Result<Model> {
 /// Per-row log-densities of `data` (rows in original units) under `model`, in batches.
 pub fn log_probs(model: &Model, data: &Table, context: Option<&Table>) -> Result<Vec<f64>> {
     model.set_training(false);
-    let mut out = Vec::with_capacity(data.rows);
-    let mut start = 0;
-    while start < data.rows {
-        let end = (start + EVAL_BATCH).min(data.rows);
-        let x = rows_tensor(data, start, end, model)?;
-        let c = context.map(|c| rows_tensor(c, start, end, model)).transpose()?;
-        let lp = model.log_prob(&x, c.as_ref())?.to_dtype(DType::F64)?;
-        out.extend(lp.to_vec1::<f64>()?);
-        start = end;
-    }
-    Ok(out)
+    let x = data.to_tensor(model.dtype(), model.device())?;
+    let c = context.map(|c| c.to_tensor(model.dtype(), model.device())).transpose()?;
+    Ok(normflow::train::log_probs(model, &x, c.as_ref(), EVAL_BATCH)?)
 }
 
-/// Rows `start..end` of a table as a tensor in the model's dtype and device.
-pub fn rows_tensor(t: &Table, start: usize, end: usize, model: &Model) -> Result<Tensor> {
-    let values = t.values[start * t.cols..end * t.cols].to_vec();
-    Ok(Tensor::from_vec(values, (end - start, t.cols), &Device::Cpu)?
-        .to_dtype(model.dtype())?
-        .to_device(model.device())?)
+/// A model and a data set to evaluate under it: the arguments `eval` and `log-prob` share.
+#[derive(Debug, clap::Args)]
+pub struct ModelData {
+    /// Model directory written by `normflow train`.
+    #[arg(long)]
+    pub model: std::path::PathBuf,
+    /// Data file (same columns as training) or `toy:NAME`.
+    #[arg(long)]
+    pub data: String,
+    /// Rows to draw for a `toy:` data set.
+    #[arg(long, default_value_t = 10_000)]
+    pub n: usize,
+    /// Seed for `toy:` data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Skip rows with NaN or infinite values (they get no log-density) instead of failing.
+    #[arg(long)]
+    pub drop_nonfinite: bool,
+}
+
+impl ModelData {
+    /// Loads the model and the data and returns the data's per-row log-densities.
+    pub fn log_probs(&self) -> Result<Vec<f64>> {
+        let model = load_model(&self.model)?;
+        let table = crate::data_source::load(&self.data, self.n, self.seed, self.drop_nonfinite)?;
+        check_width(&model, &table, &self.data)?;
+        let (data, context) = train::split_like_training(&model, &table)?;
+        log_probs(&model, &data, context.as_ref())
+    }
 }
 
 /// Checks that `data` has as many columns as the model has features (+ context).

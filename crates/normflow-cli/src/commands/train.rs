@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use normflow::candle::{DType, Device, Tensor};
+use normflow::candle::{DType, Device};
 use normflow::data::Table;
 use normflow::flows::{AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec};
 use normflow::model::io::write_atomic;
@@ -418,10 +418,6 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
     }
 }
 
-fn to_tensor(t: &Table) -> Result<Tensor> {
-    Ok(Tensor::from_vec(t.values.clone(), (t.rows, t.cols), &Device::Cpu)?.to_dtype(DType::F32)?)
-}
-
 /// Writes the best model and a resumable checkpoint while training, and drives the progress bar.
 struct Checkpointer<'a> {
     model: &'a Model,
@@ -559,8 +555,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         settings: settings.clone(),
         summary: None,
     })?);
-    let train_x = to_tensor(&run.train)?;
-    let train_c = run.train_context.as_ref().map(to_tensor).transpose()?;
+    let train_x = run.train.to_tensor(DType::F32, &Device::Cpu)?;
+    let train_c =
+        run.train_context.as_ref().map(|c| c.to_tensor(DType::F32, &Device::Cpu)).transpose()?;
     let config = &settings.config;
 
     let report = {

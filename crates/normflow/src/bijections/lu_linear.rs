@@ -238,20 +238,8 @@ mod tests {
 
     #[test]
     fn round_trips_in_f32() -> Result<()> {
-        let store = crate::ParamStore::new(DType::F32, &Device::Cpu, 2);
-        let layer = LuLinear::with_random_permutation(&store.root(), 3)?;
-        layer.set_training(true);
-        let mut rng = crate::random::rng_from_seed(0);
-        let x = crate::random::standard_normal((6, 3, 2, 2), DType::F32, &Device::Cpu, &mut rng)?;
-        layer.forward(&x, None)?;
-        store.perturb(0.3, 1)?;
-        layer.set_training(false);
-        let (z, ladj) = layer.forward_and_ladj(&x, None)?;
-        let (back, inv_ladj) = layer.inverse_and_ladj(&z, None)?;
-        assert_eq!((z.dtype(), ladj.dims()), (DType::F32, &[6][..]));
-        let err = (back - &x)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        let ladj_err = (ladj + inv_ladj)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(err < 1e-5 && ladj_err < 1e-5, "{err} {ladj_err}");
-        Ok(())
+        crate::bijections::test_support::assert_round_trips_in_f32(|p| {
+            LuLinear::with_random_permutation(p, 3)
+        })
     }
 }

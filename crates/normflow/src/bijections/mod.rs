@@ -111,3 +111,35 @@ pub fn sum_per_sample(t: &Tensor) -> Result<Tensor> {
 pub fn zero_ladj(x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::zeros(x.dim(0)?, x.dtype(), x.device())?)
 }
+
+/// Test support shared by the layers' own unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use candle_core::{DType, Device};
+
+    use super::Bijection;
+    use crate::{ParamStore, Params, Result};
+
+    /// Builds a layer in f32 on `(6, 3, 2, 2)` images, runs one training-mode pass (data-dependent
+    /// initialization, batch statistics), perturbs its parameters, and checks in evaluation mode
+    /// that it round-trips with `inverse ladj = -forward ladj` to f32 precision.
+    pub(crate) fn assert_round_trips_in_f32<B: Bijection>(
+        build: impl FnOnce(&Params) -> Result<B>,
+    ) -> Result<()> {
+        let store = ParamStore::new(DType::F32, &Device::Cpu, 2);
+        let layer = build(&store.root())?;
+        layer.set_training(true);
+        let mut rng = crate::random::rng_from_seed(0);
+        let x = crate::random::standard_normal((6, 3, 2, 2), DType::F32, &Device::Cpu, &mut rng)?;
+        layer.forward(&x, None)?;
+        store.perturb(0.3, 1)?;
+        layer.set_training(false);
+        let (z, ladj) = layer.forward_and_ladj(&x, None)?;
+        let (back, inv_ladj) = layer.inverse_and_ladj(&z, None)?;
+        assert_eq!((z.dtype(), ladj.dims()), (DType::F32, &[6][..]));
+        let err = (back - &x)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let ladj_err = (ladj + inv_ladj)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err < 1e-5 && ladj_err < 1e-5, "{err} {ladj_err}");
+        Ok(())
+    }
+}

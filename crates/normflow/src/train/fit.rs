@@ -190,18 +190,30 @@ pub fn mean_log_prob(
     context: Option<&Tensor>,
     batch_size: usize,
 ) -> Result<f64> {
+    let values = log_probs(model, x, context, batch_size)?;
+    Ok(values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// `log p(x_i | c_i)` of every row of `x`, as host `f64`s, evaluated `batch_size` rows at a time
+/// with no graph kept. Uses the model in its current mode (see [`mean_log_prob`]).
+pub fn log_probs(
+    model: &dyn Distribution,
+    x: &Tensor,
+    context: Option<&Tensor>,
+    batch_size: usize,
+) -> Result<Vec<f64>> {
     ensure_config!(batch_size >= 1, "batch_size", batch_size, "at least 1");
     let n = rows(x, "data")?;
     check_context_rows(context, n)?;
-    let mut total = 0.0;
+    let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(batch_size) {
         let len = batch_size.min(n - start);
         let xb = x.narrow(0, start, len)?;
         let cb = context.map(|c| c.narrow(0, start, len)).transpose()?;
         let lp = model.log_prob(&xb, cb.as_ref())?.detach();
-        total += to_f64(&lp.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.sum_all()?)?;
+        out.extend(lp.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.to_vec1::<f64>()?);
     }
-    Ok(total / n as f64)
+    Ok(out)
 }
 
 struct Run<'a> {

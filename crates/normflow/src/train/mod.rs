@@ -47,7 +47,7 @@ mod state;
 pub use adam::{Adam, AdamConfig, STEP_TENSOR};
 pub use config::TrainConfig;
 pub use data::validation_split;
-pub use fit::{fit, fit_from, mean_log_prob, TrainReport};
+pub use fit::{fit, fit_from, log_probs, mean_log_prob, TrainReport};
 pub use observer::{Control, EpochStats, NoopObserver, TrainObserver};
 pub use schedule::{LrSchedule, LrScheduler, PlateauState};
 pub use state::{Snapshot, TrainProgress, TrainState};
