@@ -156,7 +156,7 @@ impl MaskedLinear {
         // Masking the weights (not the outputs) each call keeps masked entries out of the graph's
         // gradient, so an optimizer step cannot break the autoregressive structure.
         let w = (&self.weight * &self.mask)?;
-        Ok(h.matmul(&w.t()?)?.broadcast_add(&self.bias)?)
+        super::linear(h, &w, &self.bias)
     }
 }
 

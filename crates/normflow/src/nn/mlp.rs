@@ -3,6 +3,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::fused::FusedActivation;
 use crate::params::{Init, Params};
 use crate::{ensure_config, Result};
 
@@ -25,7 +26,7 @@ impl Activation {
     /// Applies the activation element-wise.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Activation::Relu => x.relu()?,
+            Activation::Relu => super::fused::relu(x)?,
             Activation::Tanh => x.tanh()?,
             Activation::Silu => x.silu()?,
             Activation::Elu => x.elu(1.0)?,
@@ -94,8 +95,11 @@ impl Mlp {
         let mut h = x.clone();
         let last = self.layers.len() - 1;
         for (i, (w, b)) in self.layers.iter().enumerate() {
-            h = h.matmul(&w.t()?)?.broadcast_add(b)?;
-            if i < last {
+            h = match self.activation {
+                Activation::Relu if i < last => super::linear_act(&h, w, b, FusedActivation::Relu)?,
+                _ => super::linear(&h, w, b)?,
+            };
+            if i < last && self.activation != Activation::Relu {
                 h = self.activation.apply(&h)?;
             }
         }

@@ -1,7 +1,10 @@
 //! Neural networks used as conditioners: MLPs, masked (MADE) networks.
 
+pub mod fused;
+mod linear;
 mod made;
 mod mlp;
 
+pub use linear::{linear, linear_act};
 pub use made::{Made, MadeConfig, MadeHiddenDegrees, MadeOrder};
 pub use mlp::{Activation, Mlp, MlpConfig};
