@@ -139,6 +139,7 @@ fn eval_and_log_prob_agree_row_by_row() {
     assert_eq!(v["rows"], 250, "{v}");
     let (mean, stderr) = (number(&v, "mean_log_prob"), number(&v, "stderr"));
     assert!(mean.is_finite() && stderr > 0.0, "{v}");
+    assert!(number(&v, "rows_per_second") > 0.0 && number(&v, "seconds") > 0.0, "{v}");
     let text = ok(&["eval", "--model", s(&model), "--data", s(&data)]);
     assert!(text.contains("over 250 rows"), "{text}");
 
@@ -182,6 +183,14 @@ fn sample_writes_csv_and_npy_reproducibly() {
 
     fails(&["sample", "--model", s(&model), "--out", s(&p("a.txt"))], &["a.txt", ".csv or .npy"]);
     fails(&["sample", "--model", s(&model), "-n", "0", "--out", s(&p("z.csv"))], &["-n"]);
+    fails(
+        &["sample", "--model", s(&model), "--out", s(&p("t.csv")), "--threads", "0"],
+        &["--threads"],
+    );
+    let v =
+        json(&ok(&["sample", "--model", s(&model), "-n", "9", "--out", s(&p("j.csv")), "--json"]));
+    assert_eq!(v["rows"], 9, "{v}");
+    assert!(number(&v, "rows_per_second") > 0.0, "{v}");
 }
 
 // ---------------------------------------------------------------- plots

@@ -16,7 +16,7 @@ pub struct EvalArgs {
 
 /// Runs `normflow eval`.
 pub fn run(args: EvalArgs) -> Result<()> {
-    let lp = args.input.log_probs()?;
+    let (lp, seconds) = args.input.log_probs()?;
     if let Some(i) = lp.iter().position(|v| !v.is_finite()) {
         anyhow::bail!(
             "row {} has log-density {} under the model (outside its support?)",
@@ -26,7 +26,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let (mean, stderr) = mean_and_stderr(&lp);
     if args.json {
-        let out = serde_json::json!({ "mean_log_prob": mean, "stderr": stderr, "rows": lp.len() });
+        let out = serde_json::json!({
+            "mean_log_prob": mean,
+            "stderr": stderr,
+            "rows": lp.len(),
+            "seconds": seconds,
+            "rows_per_second": lp.len() as f64 / seconds.max(1e-12),
+        });
         println!("{out}");
     } else {
         println!("mean log-likelihood: {mean:.6} ± {stderr:.6} nats/row over {} rows", lp.len());

@@ -19,7 +19,7 @@ pub struct LogProbArgs {
 
 /// Runs `normflow log-prob`.
 pub fn run(args: LogProbArgs) -> Result<()> {
-    let lp = args.input.log_probs()?;
+    let (lp, _) = args.input.log_probs()?;
     write_csv(&args.out, &["log_prob".to_string()], &lp, 1)?;
     eprintln!("wrote {} log-densities to {}", lp.len(), args.out.display());
     Ok(())

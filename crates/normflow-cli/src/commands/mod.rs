@@ -54,13 +54,16 @@ pub struct ModelData {
 }
 
 impl ModelData {
-    /// Loads the model and the data and returns the data's per-row log-densities.
-    pub fn log_probs(&self) -> Result<Vec<f64>> {
+    /// Loads the model and the data and returns the data's per-row log-densities, with the
+    /// seconds spent computing them (loading excluded).
+    pub fn log_probs(&self) -> Result<(Vec<f64>, f64)> {
         let model = load_model(&self.model)?;
         let table = crate::data_source::load(&self.data, self.n, self.seed, self.drop_nonfinite)?;
         check_width(&model, &table, &self.data)?;
         let (data, context) = train::split_like_training(&model, &table)?;
-        log_probs(&model, &data, context.as_ref())
+        let start = std::time::Instant::now();
+        let values = log_probs(&model, &data, context.as_ref())?;
+        Ok((values, start.elapsed().as_secs_f64()))
     }
 }
 

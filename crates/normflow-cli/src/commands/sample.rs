@@ -26,6 +26,9 @@ pub struct SampleArgs {
     /// Output file: `.csv` or `.npy`.
     #[arg(long)]
     pub out: PathBuf,
+    /// Print one JSON object (rows, seconds spent sampling, rows per second).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `n` samples `(n, D)` in original units, row-major, drawn in batches.
@@ -51,10 +54,22 @@ pub fn run(args: SampleArgs) -> Result<()> {
         bail!("-n must be at least 1");
     }
     let model = load_model(&args.model)?;
+    let start = std::time::Instant::now();
     let values = draw(&model, args.n, args.seed)?;
+    let seconds = start.elapsed().as_secs_f64();
     let d = model.features();
     write_samples(&args.out, &model, &values, d)?;
-    eprintln!("wrote {} samples to {}", args.n, args.out.display());
+    if args.json {
+        let out = serde_json::json!({
+            "rows": args.n,
+            "seconds": seconds,
+            "rows_per_second": args.n as f64 / seconds.max(1e-12),
+            "out": args.out.display().to_string(),
+        });
+        println!("{out}");
+    } else {
+        eprintln!("wrote {} samples to {}", args.n, args.out.display());
+    }
     Ok(())
 }
 

@@ -1,0 +1,169 @@
+"""normflow against zuko and nflows: training, log-density and sampling throughput, and the
+test log-likelihood reached after the same number of epochs, on the same data split, the same
+architecture and batch size, on this CPU, in one run.
+
+Run through ./run.sh, which creates the Python environment and builds normflow. Prints a table
+of absolute figures (noisy on shared machines) and of ratios normflow / faster peer.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "tabular")
+
+
+def load(name):
+    path = os.path.join(SHARED, f"{name}.csv")
+    x = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(x))
+    n_test = len(x) // 10
+    return x[order[n_test:]], x[order[:n_test]]
+
+
+def peer_flow(lib, family, features, layers, hidden):
+    if lib == "zuko":
+        import zuko
+
+        cls = {"maf": zuko.flows.MAF, "realnvp": zuko.flows.RealNVP}[family]
+        flow = cls(features, transforms=layers, hidden_features=(hidden, hidden))
+        return flow, (lambda x: flow().log_prob(x)), (lambda n: flow().sample((n,)))
+    import nflows.flows as nf
+
+    if family == "maf":
+        # One initial masked layer + one masked block = two hidden layers, as in normflow/zuko.
+        flow = nf.MaskedAutoregressiveFlow(
+            features, hidden, layers, num_blocks_per_layer=1, use_residual_blocks=False
+        )
+    else:
+        # nflows' RealNVP conditioner is a residual net: the closest is one residual block.
+        flow = nf.SimpleRealNVP(features, hidden, layers, num_blocks_per_layer=1)
+    return flow, flow.log_prob, flow.sample
+
+
+def run_peer(lib, family, train, test, args):
+    torch.manual_seed(0)
+    mean, std = train.mean(0), train.std(0)
+    std[std == 0] = 1.0
+    xt = torch.tensor((train - mean) / std, dtype=torch.float32)
+    xs = torch.tensor((test - mean) / std, dtype=torch.float32)
+    log_det = float(np.log(std).sum())
+    flow, log_prob, sample = peer_flow(lib, family, train.shape[1], args.layers, args.hidden)
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    for _ in range(args.epochs):
+        perm = torch.randperm(len(xt))
+        for i in range(0, len(xt), args.batch):
+            loss = -log_prob(xt[perm[i : i + args.batch]]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    train_s = time.perf_counter() - start
+    with torch.no_grad():
+        evaluation = torch.cat([xt, xs])
+        start = time.perf_counter()
+        for i in range(0, len(evaluation), 4096):
+            log_prob(evaluation[i : i + 4096])
+        lp_s = time.perf_counter() - start
+        lp = torch.cat([log_prob(xs[i : i + 4096]) for i in range(0, len(xs), 4096)]).double()
+        lp = lp.numpy() - log_det
+        start = time.perf_counter()
+        for _ in range(0, args.samples, 4096):
+            sample(4096)
+        sample_s = time.perf_counter() - start
+    n_samples = 4096 * ((args.samples + 4095) // 4096)
+    return {
+        "train_rows_per_second": args.epochs * len(xt) / train_s,
+        "log_prob_rows_per_second": len(evaluation) / lp_s,
+        "sample_rows_per_second": n_samples / sample_s,
+        "test_log_prob": float(lp.mean()),
+        "test_stderr": float(lp.std(ddof=1) / np.sqrt(len(lp))),
+    }
+
+
+def run_normflow(binary, family, train, test, args):
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for name, data in (("train", train), ("test", test)):
+            paths[name] = os.path.join(tmp, f"{name}.csv")
+            np.savetxt(paths[name], data, delimiter=",", fmt="%.17g")
+        model = os.path.join(tmp, "model")
+        common = ["--json"]
+        out = subprocess.run(
+            [binary, "train", "--data", paths["train"], "--test", paths["test"], "--flow", family,
+             "--layers", str(args.layers), "--hidden", str(args.hidden), "--blocks", "2",
+             "--batch", str(args.batch), "--epochs", str(args.epochs), "--val-frac", "0",
+             "--lr", "1e-3", "--out", model, "--no-plot"] + common,
+            check=True, capture_output=True, text=True,
+        )
+        trained = json.loads(out.stdout.strip().splitlines()[-1])
+        both = os.path.join(tmp, "both.csv")
+        np.savetxt(both, np.concatenate([train, test]), delimiter=",", fmt="%.17g")
+        out = subprocess.run([binary, "eval", "--model", model, "--data", both] + common,
+                             check=True, capture_output=True, text=True)
+        evaluated = json.loads(out.stdout.strip().splitlines()[-1])
+        out = subprocess.run([binary, "sample", "--model", model, "-n", str(args.samples),
+                              "--out", os.path.join(tmp, "s.npy")] + common,
+                             check=True, capture_output=True, text=True)
+        sampled = json.loads(out.stdout.strip().splitlines()[-1])
+    return {
+        "train_rows_per_second": trained["train_rows_per_second"],
+        "log_prob_rows_per_second": evaluated["rows_per_second"],
+        "sample_rows_per_second": sampled["rows_per_second"],
+        "test_log_prob": trained["test_log_prob"],
+        "test_stderr": trained["test_log_prob_stderr"],
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--normflow", required=True, help="path to the normflow binary")
+    p.add_argument("--data", nargs="+", default=["power_plant", "protein"])
+    p.add_argument("--flows", nargs="+", default=["maf", "realnvp"])
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--samples", type=int, default=20000)
+    p.add_argument("--json", help="also write all figures to this JSON file")
+    args = p.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"{args.layers} layers, 2 hidden layers of {args.hidden}, batch {args.batch}, "
+          f"{args.epochs} epochs", file=sys.stderr)
+    results = []
+    metrics = ["train_rows_per_second", "log_prob_rows_per_second", "sample_rows_per_second"]
+    header = f"{'data':<12}{'flow':<9}{'library':<10}" + "".join(
+        f"{m.split('_rows')[0] + ' rows/s':>16}" for m in metrics) + f"{'test log-lik':>22}"
+    print(header)
+    for data in args.data:
+        train, test = load(data)
+        for family in args.flows:
+            row = {}
+            for lib in ("normflow", "zuko", "nflows"):
+                if lib == "normflow":
+                    r = run_normflow(args.normflow, family, train, test, args)
+                else:
+                    r = run_peer(lib, family, train, test, args)
+                row[lib] = r
+                print(f"{data:<12}{family:<9}{lib:<10}" + "".join(f"{r[m]:>16.0f}" for m in metrics)
+                      + f"{r['test_log_prob']:>14.3f} ± {2 * r['test_stderr']:.3f}", flush=True)
+            ratios = {m: row["normflow"][m] / max(row["zuko"][m], row["nflows"][m]) for m in metrics}
+            best_peer_ll = max(row["zuko"]["test_log_prob"], row["nflows"]["test_log_prob"])
+            print(f"{data:<12}{family:<9}{'ratio':<10}" + "".join(f"{ratios[m]:>15.2f}x" for m in metrics)
+                  + f"{row['normflow']['test_log_prob'] - best_peer_ll:>+14.3f} vs best peer")
+            results.append({"data": data, "flow": family, "figures": row, "ratios": ratios})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
