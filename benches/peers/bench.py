@@ -97,6 +97,8 @@ def run_normflow(binary, family, train, test, args):
             np.savetxt(paths[name], data, delimiter=",", fmt="%.17g")
         model = os.path.join(tmp, "model")
         common = ["--json"]
+        if args.normflow_threads:
+            common += ["--threads", str(args.normflow_threads)]
         out = subprocess.run(
             [binary, "train", "--data", paths["train"], "--test", paths["test"], "--flow", family,
              "--layers", str(args.layers), "--hidden", str(args.hidden), "--blocks", "2",
@@ -133,6 +135,7 @@ def main():
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--samples", type=int, default=20000)
+    p.add_argument("--normflow-threads", type=int, help="normflow's --threads (default: all cores)")
     p.add_argument("--json", help="also write all figures to this JSON file")
     args = p.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
