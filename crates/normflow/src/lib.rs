@@ -69,6 +69,7 @@ pub mod data;
 pub mod distributions;
 mod error;
 pub mod flows;
+pub mod inference;
 pub mod linalg;
 pub mod model;
 pub mod nn;

@@ -30,7 +30,10 @@ pub fn log_probs(model: &Model, data: &Table, context: Option<&Table>) -> Result
     model.set_training(false);
     let x = data.to_tensor(model.dtype(), model.device())?;
     let c = context.map(|c| c.to_tensor(model.dtype(), model.device())).transpose()?;
-    Ok(normflow::train::log_probs(model, &x, c.as_ref(), EVAL_BATCH)?)
+    let values = normflow::inference::without_gradients(|| {
+        normflow::train::log_probs(model, &x, c.as_ref(), EVAL_BATCH)
+    })?;
+    Ok(values)
 }
 
 /// A model and a data set to evaluate under it: the arguments `eval` and `log-prob` share.

@@ -41,7 +41,8 @@ pub fn draw(model: &Model, n: usize, seed: u64) -> Result<Vec<f64>> {
     let mut left = n;
     while left > 0 {
         let k = left.min(EVAL_BATCH);
-        let x = model.sample(k, None, &mut rng)?.to_dtype(DType::F64)?;
+        let x = normflow::inference::without_gradients(|| model.sample(k, None, &mut rng))?
+            .to_dtype(DType::F64)?;
         out.extend(x.flatten_all()?.to_vec1::<f64>()?);
         left -= k;
     }
