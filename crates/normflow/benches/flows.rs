@@ -1,0 +1,137 @@
+//! Criterion benches: single layers, fused kernels, and whole training / evaluation / sampling
+//! steps at the sizes of the peer comparison (conditioners of 2 hidden layers of 256, batch 512
+//! for training and 4096 for evaluation). `cargo bench -p normflow --bench flows`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use normflow::bijections::{
+    alternating_mask, AffineCoupling, Bijection, CouplingConfig, MafLayerConfig,
+    MaskedAffineAutoregressive,
+};
+use normflow::candle::{DType, Device, Tensor};
+use normflow::distributions::Distribution;
+use normflow::flows::{AutoregressiveSpec, CouplingSpec, FlowSpec};
+use normflow::inference::without_gradients;
+use normflow::model::Model;
+use normflow::nn::fused::{bias_act, unfused, FusedActivation};
+use normflow::train::{Adam, AdamConfig};
+use normflow::ParamStore;
+
+// As in the CLI: candle allocates per op, and glibc's large-block churn costs page faults.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const FEATURES: usize = 8;
+const HIDDEN: usize = 256;
+
+fn normal(rows: usize, cols: usize) -> Tensor {
+    let mut rng = normflow::random::rng_from_seed(0);
+    normflow::random::standard_normal((rows, cols), DType::F32, &Device::Cpu, &mut rng)
+        .expect("random tensor")
+}
+
+/// The sgemm reference for the peak: candle's matmul (the gemm crate, AVX-512 kernels) on the
+/// 512x256x256 product of a hidden layer. FLOP/s = 2 * 512 * 256 * 256 / time.
+fn matmul(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sgemm 512x256x256");
+    g.throughput(Throughput::Elements(2 * 512 * 256 * 256));
+    let (a, w) = (normal(512, HIDDEN), normal(HIDDEN, HIDDEN));
+    g.bench_function("matmul", |b| b.iter(|| a.matmul(&w.t().expect("t")).expect("matmul")));
+    g.finish();
+}
+
+fn layers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("layer forward+ladj, batch 512");
+    g.throughput(Throughput::Elements(512));
+    let x = normal(512, FEATURES);
+    let store = ParamStore::new(DType::F32, &Device::Cpu, 0);
+    let maf = MaskedAffineAutoregressive::new(
+        &store.root().pp("maf"),
+        &MafLayerConfig::new(FEATURES, vec![HIDDEN, HIDDEN]),
+    )
+    .expect("maf layer");
+    let coupling = AffineCoupling::new(
+        &store.root().pp("coupling"),
+        &CouplingConfig::new(alternating_mask(FEATURES, 0), vec![HIDDEN, HIDDEN]),
+    )
+    .expect("coupling layer");
+    g.bench_function("maf layer", |b| b.iter(|| maf.forward_and_ladj(&x, None).expect("maf")));
+    g.bench_function("affine coupling", |b| {
+        b.iter(|| coupling.forward_and_ladj(&x, None).expect("coupling"))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("bias + relu, 512 x 256, forward and backward");
+    let h = normflow::candle::Var::from_tensor(&normal(512, HIDDEN)).expect("var");
+    let bias = normflow::candle::Var::from_tensor(&normal(1, HIDDEN).squeeze(0).expect("bias"))
+        .expect("var");
+    for (name, fused) in [("fused", true), ("unfused", false)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let y = if fused {
+                    bias_act(h.as_tensor(), bias.as_tensor(), FusedActivation::Relu)
+                } else {
+                    unfused(h.as_tensor(), bias.as_tensor(), FusedActivation::Relu)
+                }
+                .expect("bias relu");
+                y.sum_all().expect("sum").backward().expect("backward")
+            })
+        });
+    }
+    g.finish();
+}
+
+fn presets() -> Vec<(&'static str, FlowSpec)> {
+    vec![
+        (
+            "maf",
+            FlowSpec::Maf(AutoregressiveSpec {
+                layers: 5,
+                hidden: HIDDEN,
+                blocks: 2,
+                ..AutoregressiveSpec::new(FEATURES)
+            }),
+        ),
+        (
+            "realnvp",
+            FlowSpec::RealNvp(CouplingSpec {
+                layers: 5,
+                hidden: HIDDEN,
+                blocks: 2,
+                ..CouplingSpec::new(FEATURES)
+            }),
+        ),
+    ]
+}
+
+fn steps(c: &mut Criterion) {
+    for (name, spec) in presets() {
+        let model = Model::new(spec, None, None, 0, DType::F32, &Device::Cpu).expect("model");
+        let mut g = c.benchmark_group(format!("{name}: 5 layers, 2x256"));
+        g.sample_size(20);
+
+        let x = normal(512, FEATURES);
+        let mut adam = Adam::new(AdamConfig::default()).expect("adam");
+        g.throughput(Throughput::Elements(512));
+        g.bench_function("training step, batch 512", |b| {
+            b.iter(|| {
+                let loss = model.log_prob(&x, None).expect("log_prob").mean_all().expect("mean");
+                let grads = loss.neg().expect("neg").backward().expect("backward");
+                adam.step(model.store(), &grads, 1e-4).expect("step");
+            })
+        });
+
+        let big = normal(4096, FEATURES);
+        g.throughput(Throughput::Elements(4096));
+        g.bench_function("log_prob, batch 4096", |b| {
+            b.iter(|| without_gradients(|| model.log_prob(&big, None)).expect("log_prob"))
+        });
+        let mut rng = normflow::random::rng_from_seed(1);
+        g.bench_function("sample, batch 4096", |b| {
+            b.iter(|| without_gradients(|| model.sample(4096, None, &mut rng)).expect("sample"))
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, matmul, layers, steps);
+criterion_main!(benches);
