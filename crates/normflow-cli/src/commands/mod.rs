@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod eval;
+pub mod flow_args;
 pub mod inspect;
 pub mod log_prob;
 pub mod plot;

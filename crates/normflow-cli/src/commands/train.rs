@@ -6,10 +6,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use normflow::candle::{DType, Device};
 use normflow::data::Table;
-use normflow::flows::{AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec};
 use normflow::model::io::write_atomic;
 use normflow::model::Model;
-use normflow::nn::Activation;
 use normflow::preprocess::Standardization;
 use normflow::train::{
     fit_from, Adam, Control, EpochStats, LrSchedule, TrainConfig, TrainObserver, TrainProgress,
@@ -18,24 +16,10 @@ use normflow::train::{
 use normflow::ParamStore;
 use serde::{Deserialize, Serialize};
 
+use super::flow_args::{base_spec, FlowArgs};
 use super::{log_probs, mean_and_stderr};
 use crate::data_source;
 use crate::progress::TrainProgressBar;
-
-/// Flow families the command trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-pub enum Family {
-    /// Masked autoregressive flow (fast density, sequential sampling).
-    Maf,
-    /// Affine coupling flow (fast both ways).
-    Realnvp,
-    /// Additive coupling flow with a final scaling.
-    Nice,
-    /// A single Gaussian autoregressive layer.
-    Made,
-    /// Inverse autoregressive flow (fast sampling, sequential density).
-    Iaf,
-}
 
 /// Learning-rate schedules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -48,28 +32,14 @@ pub enum Schedule {
     Plateau,
 }
 
-/// Hidden-layer non-linearities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-pub enum Act {
-    /// max(0, x)
-    Relu,
-    /// tanh(x)
-    Tanh,
-    /// x sigmoid(x)
-    Silu,
-    /// exponential linear unit
-    Elu,
-}
-
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Data: a CSV, NPY or IDX file, or `toy:NAME` (swissroll, circles, rings, moons,
     /// 8gaussians, pinwheel, 2spirals, checkerboard).
     #[arg(long, required_unless_present = "resume")]
     pub data: Option<String>,
-    /// Flow family.
-    #[arg(long, value_enum, default_value = "maf")]
-    pub flow: Family,
+    #[command(flatten)]
+    pub flow: FlowArgs,
     /// Output model directory (created; an existing model there is replaced).
     #[arg(long, required_unless_present = "resume")]
     pub out: Option<PathBuf>,
@@ -77,24 +47,6 @@ pub struct TrainArgs {
     /// `--epochs` may raise the total number of epochs.
     #[arg(long, conflicts_with_all = ["data", "out", "flow", "layers", "hidden", "blocks", "activation", "batch_norm", "base", "batch", "lr", "schedule", "clip", "seed", "val_frac", "patience", "test", "test_frac", "context_columns", "n", "drop_nonfinite"])]
     pub resume: Option<PathBuf>,
-    /// Number of flow layers.
-    #[arg(long, default_value_t = 5)]
-    pub layers: usize,
-    /// Width of the conditioner networks' hidden layers.
-    #[arg(long, default_value_t = 128)]
-    pub hidden: usize,
-    /// Hidden layers per conditioner network.
-    #[arg(long, default_value_t = 2)]
-    pub blocks: usize,
-    /// Hidden non-linearity.
-    #[arg(long, value_enum, default_value = "relu")]
-    pub activation: Act,
-    /// Batch normalization between layers.
-    #[arg(long)]
-    pub batch_norm: bool,
-    /// Base distribution: normal, diag (learnable diagonal normal) or mixture:K.
-    #[arg(long, default_value = "normal")]
-    pub base: String,
     /// Passes over the training rows [default: 100].
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -268,28 +220,12 @@ fn take_rows(t: &Table, rows: &[usize]) -> Table {
     Table { rows: rows.len(), values, dropped_rows: 0, ..t.clone() }
 }
 
-/// The base distribution named by `--base`; `conditional` only for a model with context columns.
-fn base_spec(base: &str, conditional: bool) -> Result<BaseSpec> {
-    Ok(match base {
-        "normal" => BaseSpec::StandardNormal,
-        "diag" => BaseSpec::DiagNormal,
-        "conditional" if conditional => BaseSpec::ConditionalDiagNormal { hidden: 64, blocks: 1 },
-        other => match other.strip_prefix("mixture:").map(str::parse::<usize>) {
-            Some(Ok(k)) if k >= 1 => BaseSpec::GaussianMixture { components: k },
-            _ => bail!(
-                "--base {other}: expected normal, diag, mixture:K (K >= 1) or, with \
-                 --context-columns, conditional"
-            ),
-        },
-    })
-}
-
 /// Checks the flags of a new run before any data is read; the message names the flag.
 fn check_args(args: &TrainArgs) -> Result<()> {
     let counts = [
-        ("--layers", args.layers),
-        ("--hidden", args.hidden),
-        ("--blocks", args.blocks),
+        ("--layers", args.flow.layers),
+        ("--hidden", args.flow.hidden),
+        ("--blocks", args.flow.blocks),
         ("--batch", args.batch),
         ("--epochs", args.epochs.unwrap_or(1)),
         ("--patience", args.patience.unwrap_or(1)),
@@ -319,7 +255,7 @@ fn check_args(args: &TrainArgs) -> Result<()> {
             bail!("--test-frac {f}: must be a fraction in (0, 1)");
         }
     }
-    base_spec(&args.base, args.context_columns.is_some())?;
+    base_spec(&args.flow.base, args.context_columns.is_some())?;
     Ok(())
 }
 
@@ -343,53 +279,6 @@ fn check_rows(config: &TrainConfig, rows: usize) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn flow_spec(args: &TrainArgs, features: usize, context: usize) -> Result<FlowSpec> {
-    let activation = match args.activation {
-        Act::Relu => Activation::Relu,
-        Act::Tanh => Activation::Tanh,
-        Act::Silu => Activation::Silu,
-        Act::Elu => Activation::Elu,
-    };
-    if matches!(args.flow, Family::Nice | Family::Realnvp) && features < 2 {
-        let flow = args.flow.to_possible_value().map(|v| v.get_name().to_string());
-        bail!(
-            "--flow {} needs at least 2 data columns (its coupling layers split them in two); \
-             the data has {features} data column: use --flow maf",
-            flow.unwrap_or_default()
-        );
-    }
-    let base = base_spec(&args.base, context > 0)?;
-    let ar = AutoregressiveSpec {
-        context_features: context,
-        layers: args.layers,
-        hidden: args.hidden,
-        blocks: args.blocks,
-        activation,
-        batch_norm: args.batch_norm,
-        base: base.clone(),
-        ..AutoregressiveSpec::new(features)
-    };
-    let coupling = CouplingSpec {
-        context_features: context,
-        layers: args.layers,
-        hidden: args.hidden,
-        blocks: args.blocks,
-        activation,
-        batch_norm: args.batch_norm,
-        base,
-        ..CouplingSpec::new(features)
-    };
-    let spec = match args.flow {
-        Family::Maf => FlowSpec::Maf(ar),
-        Family::Iaf => FlowSpec::Iaf(ar),
-        Family::Made => FlowSpec::Made(AutoregressiveSpec { layers: 1, ..ar }),
-        Family::Nice => FlowSpec::Nice(coupling),
-        Family::Realnvp => FlowSpec::RealNvp(coupling),
-    };
-    spec.validate()?;
-    Ok(spec)
 }
 
 fn train_config(args: &TrainArgs) -> TrainConfig {
@@ -544,7 +433,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 .map(|c| Standardization::fit(&c.values, c.cols))
                 .transpose()?;
             let spec =
-                flow_spec(&args, run.train.cols, run.train_context.as_ref().map_or(0, |c| c.cols))?;
+                args.flow.spec(run.train.cols, run.train_context.as_ref().map_or(0, |c| c.cols))?;
             let model = Model::new(spec, Some(pre), ctx_pre, args.seed, DType::F32, &Device::Cpu)?;
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
