@@ -20,6 +20,10 @@ enum Domain {
     Real,
     /// Uniform inputs inside (0, 1); edge inputs at 0 and 1.
     UnitInterval,
+    /// Positive inputs; edge inputs at 1e-9 and 1e3.
+    Positive,
+    /// Inputs inside the open simplex (positive, sum below 1); edge inputs at its corners.
+    Simplex,
 }
 
 struct Case {
@@ -41,6 +45,14 @@ impl Case {
     }
     fn unit_interval(mut self) -> Self {
         self.domain = Domain::UnitInterval;
+        self
+    }
+    fn positive(mut self) -> Self {
+        self.domain = Domain::Positive;
+        self
+    }
+    fn simplex(mut self) -> Self {
+        self.domain = Domain::Simplex;
         self
     }
 }
@@ -129,6 +141,13 @@ fn cases() -> Vec<Case> {
         case("batch norm on images", &[2, 2, 3], |p| boxed(BatchNorm::new(p, &[2, 2, 3])?)),
         case("sigmoid", &[3], |_| boxed(Sigmoid::new())),
         case("logit", &[3], |_| boxed(Logit::new(0.05)?)).unit_interval(),
+        case("support: positive", &[3], |_| boxed(Support::Positive.map()?.expect("map")))
+            .positive(),
+        case("support: interval", &[3], |_| {
+            boxed(Support::Interval { low: -1.0, high: 2.0 }.map()?.expect("map"))
+        })
+        .unit_interval(),
+        case("support: simplex", &[3], |_| boxed(Support::Simplex.map()?.expect("map"))).simplex(),
         // `Standardize`, the fixed first layer of every model (preprocess.rs).
         case("standardize", &[3], |p| {
             let s = Standardization { shift: vec![1.0, -2.0, 0.5], scale: vec![0.5, 3.0, 1.5] };
@@ -147,6 +166,14 @@ fn inputs(case: &Case, batch: usize, seed: u64) -> Result<(Tensor, Option<Tensor
         Domain::UnitInterval => {
             normflow::random::uniform(shape, DType::F64, &dev, &mut rng)?.affine(0.9, 0.05)?
         }
+        Domain::Positive => normflow::random::standard_normal(shape, DType::F64, &dev, &mut rng)?
+            .abs()?
+            .affine(2.0, 0.01)?,
+        Domain::Simplex => {
+            let d = case.event.iter().product::<usize>() as f64;
+            normflow::random::uniform(shape, DType::F64, &dev, &mut rng)?
+                .affine(0.9 / d, 0.05 / d)?
+        }
     };
     let ctx = if case.context > 0 {
         Some(normflow::random::standard_normal((batch, case.context), DType::F64, &dev, &mut rng)?)
@@ -158,10 +185,18 @@ fn inputs(case: &Case, batch: usize, seed: u64) -> Result<(Tensor, Option<Tensor
 
 fn edge_options(case: &Case) -> Result<CheckOptions> {
     let mut opts = CheckOptions::default();
-    if let Domain::UnitInterval = case.domain {
-        let d: usize = case.event.iter().product();
-        let mut values = vec![0.0; d];
-        values.extend(vec![1.0; d]);
+    let d: usize = case.event.iter().product();
+    let edges = match case.domain {
+        Domain::Real => None,
+        Domain::UnitInterval => Some([vec![0.0; d], vec![1.0; d]].concat()),
+        Domain::Positive => Some([vec![1e-9; d], vec![1e3; d]].concat()),
+        Domain::Simplex => {
+            let mut corner = vec![1e-9; d];
+            corner[0] = 1.0 - 1e-9 * d as f64;
+            Some([vec![1e-9; d], corner].concat())
+        }
+    };
+    if let Some(values) = edges {
         let mut shape = vec![2];
         shape.extend(&case.event);
         opts.edge_inputs = Some(Tensor::from_vec(values, shape, &Device::Cpu)?);

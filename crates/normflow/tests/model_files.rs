@@ -145,3 +145,30 @@ fn newer_format_versions_and_invalid_specs_are_refused() -> Result<()> {
     assert!(read_spec(dir.path()).unwrap_err().to_string().contains("layers"));
     Ok(())
 }
+
+/// A model on a bounded support samples inside it, and the support survives a save and load.
+#[test]
+fn a_model_on_an_interval_samples_inside_it_and_keeps_it_on_disk() -> normflow::Result<()> {
+    use normflow::bijections::Support;
+    let support = Support::Interval { low: -4.0, high: 4.0 };
+    let model = Model::new(
+        FlowSpec::RealNvp(CouplingSpec::new(2)),
+        None,
+        None,
+        3,
+        DType::F64,
+        &Device::Cpu,
+    )?
+    .with_support(support)?;
+    model.store().perturb(0.02, 7)?;
+    let mut rng = normflow::random::rng_from_seed(5);
+    let x = model.sample(500, None, &mut rng)?;
+    assert!(support.contains(&x)?, "{:?}", (x.min_all()?, x.max_all()?));
+    let dir = tempfile::tempdir().expect("temporary directory");
+    model.save(dir.path(), None)?;
+    let loaded = Model::load(dir.path(), &Device::Cpu)?;
+    assert_eq!(loaded.spec().support, support);
+    let (a, b) = (model.log_prob(&x, None)?, loaded.log_prob(&x, None)?);
+    assert_eq!(a.to_vec1::<f64>()?, b.to_vec1::<f64>()?);
+    Ok(())
+}

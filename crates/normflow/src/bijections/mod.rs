@@ -26,6 +26,7 @@ mod inverse;
 mod lu_linear;
 mod permutation;
 mod sigmoid;
+mod support;
 
 pub use actnorm::ActNorm;
 pub use affine_params::LOG_SCALE_BOUND;
@@ -38,6 +39,7 @@ pub use inverse::Inverse;
 pub use lu_linear::LuLinear;
 pub use permutation::Permutation;
 pub use sigmoid::{Logit, Sigmoid};
+pub use support::{Support, SupportMap};
 
 use candle_core::Tensor;
 

@@ -21,7 +21,7 @@ use candle_core::{DType, Device, Tensor};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::bijections::{Bijection, Chain};
+use crate::bijections::{Bijection, Chain, Support};
 use crate::distributions::{Distribution, Flow};
 use crate::flows::FlowSpec;
 use crate::params::ParamStore;
@@ -52,6 +52,10 @@ pub struct ModelSpec {
     pub seed: u64,
     /// `"f32"` or `"f64"`.
     pub dtype: String,
+    /// Where the data lives; a non-real support is mapped onto `R^D` first, before the
+    /// preprocessing (whose statistics are then those of the mapped values).
+    #[serde(default)]
+    pub support: Support,
     /// Standardization of the data columns, applied inside the model.
     pub preprocessing: Option<Standardization>,
     /// Standardization of the context columns (conditional models).
@@ -119,6 +123,7 @@ impl Model {
             flow,
             seed,
             dtype: dtype_name(dtype)?.into(),
+            support: Support::Real,
             preprocessing,
             context_preprocessing,
             weights_crc32: 0,
@@ -154,12 +159,23 @@ impl Model {
         let store = ParamStore::new(dtype, device, spec.seed);
         let (transform, base) = spec.flow.build(&store.root())?;
         let mut layers: Vec<Box<dyn Bijection>> = Vec::new();
+        if let Some(map) = spec.support.map()? {
+            layers.push(Box::new(map));
+        }
         if let Some(p) = &spec.preprocessing {
             layers.push(Box::new(p.bijection(dtype, device)?));
         }
         layers.push(Box::new(transform));
         let flow = Flow::from_boxed(Box::new(Chain::new(layers)), base);
         Ok(Self { spec, store, flow, context_standardize })
+    }
+
+    /// The same model on another support (see [`Support`]): its samples lie there and its
+    /// density is defined there. Rebuilds the parameters at their initialization, so call it on
+    /// a fresh model.
+    pub fn with_support(self, support: Support) -> Result<Self> {
+        let device = self.device().clone();
+        Self::from_spec(ModelSpec { support, ..self.spec }, &device)
     }
 
     /// The model's description.
