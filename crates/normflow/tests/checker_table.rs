@@ -4,6 +4,8 @@
 //! identity initialization, and runs the checker at random inputs (and context, for conditional
 //! layers). Adding a bijection to the library adds one line here.
 
+use std::sync::Arc;
+
 use normflow::bijections::*;
 use normflow::candle::{DType, Device, Tensor};
 use normflow::nn::{Activation, MadeOrder};
@@ -139,6 +141,22 @@ fn cases() -> Vec<Case> {
         case("actnorm on images", &[2, 3, 2], |p| boxed(ActNorm::new(p, &[2, 3, 2])?)),
         case("batch norm", &[3], |p| boxed(BatchNorm::new(p, &[3])?)),
         case("batch norm on images", &[2, 2, 3], |p| boxed(BatchNorm::new(p, &[2, 2, 3])?)),
+        case("element-wise transformer (affine)", &[3], |p| {
+            boxed(ElementwiseTransformer::new(p, 3, Arc::new(AffineTransformer))?)
+        }),
+        case("transformer coupling (affine), context", &[3], |p| {
+            let c = CouplingConfig {
+                context_features: 2,
+                ..CouplingConfig::new(alternating_mask(3, 1), vec![8])
+            };
+            boxed(TransformerCoupling::new(p, &c, Arc::new(AffineTransformer))?)
+        })
+        .context(2),
+        case("transformer autoregressive (affine), context", &[3], |p| {
+            let c = MafLayerConfig { context_features: 2, ..maf(3) };
+            boxed(TransformerAutoregressive::new(p, &c, Arc::new(AffineTransformer))?)
+        })
+        .context(2),
         case("sigmoid", &[3], |_| boxed(Sigmoid::new())),
         case("logit", &[3], |_| boxed(Logit::new(0.05)?)).unit_interval(),
         case("support: positive", &[3], |_| boxed(Support::Positive.map()?.expect("map")))

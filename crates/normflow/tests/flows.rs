@@ -2,7 +2,10 @@
 
 use normflow::candle::{DType, Device, Tensor};
 use normflow::distributions::Distribution;
-use normflow::flows::{AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec, PermutationKind};
+use normflow::flows::{
+    AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec, PermutationKind, TransformerFlowSpec,
+    TransformerSpec,
+};
 use normflow::model::Model;
 use normflow::preprocess::Standardization;
 use normflow::random::{rng_from_seed, standard_normal};
@@ -42,6 +45,22 @@ fn presets(features: usize, context: usize) -> Vec<FlowSpec> {
             ..coupling.clone()
         }),
     ];
+    // The generic transformer families; every transformer kind gets its lines here.
+    let transformer_flow = |transformer: TransformerSpec| TransformerFlowSpec {
+        context_features: context,
+        layers: 2,
+        hidden: 16,
+        blocks: 2,
+        ..TransformerFlowSpec::new(features, transformer)
+    };
+    for transformer in [TransformerSpec::Affine] {
+        specs.push(FlowSpec::Coupling(transformer_flow(transformer.clone())));
+        specs.push(FlowSpec::Autoregressive(transformer_flow(transformer.clone())));
+        specs.push(FlowSpec::Autoregressive(TransformerFlowSpec {
+            inverse: true,
+            ..transformer_flow(transformer)
+        }));
+    }
     if context > 0 {
         specs.push(FlowSpec::Maf(AutoregressiveSpec {
             base: BaseSpec::ConditionalDiagNormal { hidden: 8, blocks: 1 },

@@ -70,14 +70,14 @@ pub fn half_mask(d: usize, first_half: bool) -> Vec<bool> {
 
 /// What both coupling layers share: the split by the mask, the conditioner, the merge.
 #[derive(Debug, Clone)]
-struct CouplingCore {
+pub(super) struct CouplingCore {
     features: usize,
     context_features: usize,
     /// Indices of the identity features `A`, in index order, then of the transformed ones `B`.
     identity: Tensor,
     transformed: Tensor,
     /// `order = A ++ B`, and the permutation that undoes it: `cat[x_A, x_B][:, inverse] = x`.
-    order: Vec<usize>,
+    pub(super) order: Vec<usize>,
     inverse: Tensor,
     n_transformed: usize,
     params_per_feature: usize,
@@ -85,7 +85,11 @@ struct CouplingCore {
 }
 
 impl CouplingCore {
-    fn new(params: &Params, config: &CouplingConfig, params_per_feature: usize) -> Result<Self> {
+    pub(super) fn new(
+        params: &Params,
+        config: &CouplingConfig,
+        params_per_feature: usize,
+    ) -> Result<Self> {
         config.validate()?;
         let idx = |want: bool| -> Vec<usize> {
             config.mask.iter().enumerate().filter(|(_, &m)| m == want).map(|(i, _)| i).collect()
@@ -124,7 +128,11 @@ impl CouplingCore {
     }
 
     /// `x (B, D) -> (x_A, x_B, params (B, |B|, P))`, the params computed from `x_A` and context.
-    fn split(&self, x: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
+    pub(super) fn split(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let batch = match x.dims() {
             &[b, d] if d == self.features => b,
             dims => {
@@ -164,7 +172,7 @@ impl CouplingCore {
     }
 
     /// `(x_A, y_B) -> y` with the features back in their original places.
-    fn merge(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    pub(super) fn merge(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         Ok(Tensor::cat(&[a, b], 1)?.index_select(&self.inverse, 1)?)
     }
 }

@@ -27,6 +27,9 @@ mod lu_linear;
 mod permutation;
 mod sigmoid;
 mod support;
+mod transformer;
+mod transformer_autoregressive;
+mod transformer_coupling;
 
 pub use actnorm::ActNorm;
 pub use affine_params::LOG_SCALE_BOUND;
@@ -40,6 +43,11 @@ pub use lu_linear::LuLinear;
 pub use permutation::Permutation;
 pub use sigmoid::{Logit, Sigmoid};
 pub use support::{Support, SupportMap};
+pub use transformer::{
+    check_raw_shape, raw_param, AffineTransformer, ElementwiseTransformer, Transformer,
+};
+pub use transformer_autoregressive::TransformerAutoregressive;
+pub use transformer_coupling::TransformerCoupling;
 
 use candle_core::Tensor;
 

@@ -12,11 +12,18 @@
 //! | `iaf` | L inverse MADE affine layers (Kingma et al. 2016) | sampling |
 //! | `nice` | L additive couplings + a final element-wise scaling (Dinh et al. 2014) | both |
 //! | `realnvp` | L affine couplings with alternating masks (Dinh et al. 2016) | both |
+//! | `coupling` | L couplings with any [`TransformerSpec`] map (e.g. NSF) | both |
+//! | `autoregressive` | L MADE layers with any [`TransformerSpec`] map (e.g. NSF-AR, NAF) | density (sampling with `inverse`) |
+//!
+//! `coupling` and `autoregressive` carry their element-wise map in `transformer`; their
+//! [`FlowSpec::family`] is the preset name of that map (e.g. `nsf`, `nsf-ar`).
 
 mod autoregressive;
 mod base;
 mod coupling;
 mod spec;
+mod transformer_flows;
 
 pub use base::BaseSpec;
 pub use spec::{AutoregressiveSpec, CouplingSpec, FlowSpec, PermutationKind};
+pub use transformer_flows::{TransformerFlowSpec, TransformerSpec};

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::base::BaseSpec;
+use super::transformer_flows::TransformerFlowSpec;
 use crate::bijections::Chain;
 use crate::distributions::Distribution;
 use crate::nn::Activation;
@@ -127,6 +128,10 @@ pub enum FlowSpec {
     /// Affine coupling (RealNVP).
     #[serde(rename = "realnvp")]
     RealNvp(CouplingSpec),
+    /// Coupling layers with any element-wise transformer (e.g. NSF's splines).
+    Coupling(TransformerFlowSpec),
+    /// MADE-conditioned autoregressive layers with any element-wise transformer.
+    Autoregressive(TransformerFlowSpec),
 }
 
 impl FlowSpec {
@@ -138,6 +143,8 @@ impl FlowSpec {
             FlowSpec::Iaf(_) => "iaf",
             FlowSpec::Nice(_) => "nice",
             FlowSpec::RealNvp(_) => "realnvp",
+            FlowSpec::Coupling(s) => s.transformer.preset_name(false),
+            FlowSpec::Autoregressive(s) => s.transformer.preset_name(true),
         }
     }
 
@@ -146,6 +153,7 @@ impl FlowSpec {
         match self {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => s.features,
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.features,
+            FlowSpec::Coupling(s) | FlowSpec::Autoregressive(s) => s.features,
         }
     }
 
@@ -154,6 +162,7 @@ impl FlowSpec {
         match self {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => s.context_features,
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.context_features,
+            FlowSpec::Coupling(s) | FlowSpec::Autoregressive(s) => s.context_features,
         }
     }
 
@@ -191,6 +200,8 @@ impl FlowSpec {
                 ensure_config!(s.hidden >= 1, "hidden", s.hidden, "must be at least 1");
                 s.base.validate(s.context_features)?;
             }
+            FlowSpec::Coupling(s) => s.validate(true)?,
+            FlowSpec::Autoregressive(s) => s.validate(false)?,
         }
         Ok(())
     }
@@ -206,12 +217,21 @@ impl FlowSpec {
             FlowSpec::Iaf(s) => super::autoregressive::build(&params.pp("transform"), s, true)?,
             FlowSpec::Nice(s) => super::coupling::build(&params.pp("transform"), s, false)?,
             FlowSpec::RealNvp(s) => super::coupling::build(&params.pp("transform"), s, true)?,
+            FlowSpec::Coupling(s) => {
+                super::transformer_flows::build_coupling(&params.pp("transform"), s)?
+            }
+            FlowSpec::Autoregressive(s) => {
+                super::transformer_flows::build_autoregressive(&params.pp("transform"), s)?
+            }
         };
         let (features, context, base) = match self {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => {
                 (s.features, s.context_features, &s.base)
             }
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => (s.features, s.context_features, &s.base),
+            FlowSpec::Coupling(s) | FlowSpec::Autoregressive(s) => {
+                (s.features, s.context_features, &s.base)
+            }
         };
         let base = base.build(&params.pp("base"), features, context)?;
         Ok((transform, base))

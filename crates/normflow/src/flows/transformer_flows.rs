@@ -1,0 +1,191 @@
+//! Coupling and autoregressive flows with any element-wise transformer (the non-affine
+//! families: neural spline flows, NAF, polynomial flows; affine as the reference).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::base::BaseSpec;
+use super::spec::PermutationKind;
+use crate::bijections::{
+    alternating_mask, AffineTransformer, BatchNorm, Bijection, Chain, CouplingConfig, Inverse,
+    MafLayerConfig, Permutation, Transformer, TransformerAutoregressive, TransformerCoupling,
+};
+use crate::nn::Activation;
+use crate::params::Params;
+use crate::{ensure_config, Result};
+
+/// The element-wise map of a [`TransformerFlowSpec`] and its hyperparameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum TransformerSpec {
+    /// `y = x exp(s) + t` (the MAF / RealNVP map; see
+    /// [`AffineTransformer`](crate::bijections::AffineTransformer)).
+    Affine,
+}
+
+impl TransformerSpec {
+    /// Checks the hyperparameters, naming the first invalid one.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            TransformerSpec::Affine => Ok(()),
+        }
+    }
+
+    /// The transformer this spec describes.
+    pub fn build(&self) -> Result<Arc<dyn Transformer>> {
+        self.validate()?;
+        Ok(match self {
+            TransformerSpec::Affine => Arc::new(AffineTransformer),
+        })
+    }
+
+    /// The preset name of a flow with this transformer, as the CLI's `--flow` spells it.
+    pub fn preset_name(&self, autoregressive: bool) -> &'static str {
+        match (self, autoregressive) {
+            (TransformerSpec::Affine, false) => "affine-coupling",
+            (TransformerSpec::Affine, true) => "affine-autoregressive",
+        }
+    }
+}
+
+/// Hyperparameters of the `coupling` and `autoregressive` families: `L` layers of a
+/// [`TransformerSpec`] map, conditioned by MLPs (coupling, alternating masks) or MADEs
+/// (autoregressive, permutations between layers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerFlowSpec {
+    /// Data dimension D (at least 2 for coupling).
+    pub features: usize,
+    /// Context dimension (0 = unconditional).
+    #[serde(default)]
+    pub context_features: usize,
+    /// Number of layers L.
+    pub layers: usize,
+    /// Width of the conditioners' hidden layers.
+    pub hidden: usize,
+    /// Hidden layers per conditioner.
+    pub blocks: usize,
+    /// Hidden non-linearity.
+    #[serde(default)]
+    pub activation: Activation,
+    /// Batch normalization between layers.
+    #[serde(default)]
+    pub batch_norm: bool,
+    /// Permutation between autoregressive layers (coupling layers alternate their masks).
+    #[serde(default)]
+    pub permutation: PermutationKind,
+    /// Autoregressive only: use each layer in the inverse direction (IAF form: one pass to
+    /// sample, `D` passes to evaluate a density).
+    #[serde(default)]
+    pub inverse: bool,
+    /// The element-wise map.
+    pub transformer: TransformerSpec,
+    /// Base distribution.
+    #[serde(default)]
+    pub base: BaseSpec,
+}
+
+impl TransformerFlowSpec {
+    /// Defaults for `features` dimensions: 5 layers, conditioners of 2 hidden layers of 128.
+    pub fn new(features: usize, transformer: TransformerSpec) -> Self {
+        Self {
+            features,
+            context_features: 0,
+            layers: 5,
+            hidden: 128,
+            blocks: 2,
+            activation: Activation::Relu,
+            batch_norm: false,
+            permutation: PermutationKind::Reverse,
+            inverse: false,
+            transformer,
+            base: BaseSpec::StandardNormal,
+        }
+    }
+
+    /// Checks every hyperparameter, naming the first invalid one.
+    pub fn validate(&self, coupling: bool) -> Result<()> {
+        if coupling {
+            ensure_config!(
+                self.features >= 2,
+                "features",
+                self.features,
+                "coupling flows split the features in two: they need at least 2"
+            );
+            ensure_config!(
+                !self.inverse,
+                "inverse",
+                self.inverse,
+                "only autoregressive flows have an inverse (IAF) form"
+            );
+        } else {
+            ensure_config!(self.features >= 1, "features", self.features, "must be at least 1");
+        }
+        ensure_config!(self.layers >= 1, "layers", self.layers, "must be at least 1");
+        ensure_config!(self.hidden >= 1, "hidden", self.hidden, "must be at least 1");
+        ensure_config!(self.blocks >= 1, "blocks", self.blocks, "must be at least 1");
+        self.transformer.validate()?;
+        self.base.validate(self.context_features)
+    }
+}
+
+/// `L` transformer couplings with alternating masks, batch norm between them if asked.
+pub(super) fn build_coupling(params: &Params, spec: &TransformerFlowSpec) -> Result<Chain> {
+    let d = spec.features;
+    let transformer = spec.transformer.build()?;
+    let mut layers: Vec<Box<dyn Bijection>> = Vec::new();
+    for i in 0..spec.layers {
+        let p = params.pp(i);
+        let config = CouplingConfig {
+            context_features: spec.context_features,
+            activation: spec.activation,
+            ..CouplingConfig::new(alternating_mask(d, i % 2), vec![spec.hidden; spec.blocks])
+        };
+        layers.push(Box::new(TransformerCoupling::new(
+            &p.pp("coupling"),
+            &config,
+            transformer.clone(),
+        )?));
+        if spec.batch_norm && i + 1 < spec.layers {
+            layers.push(Box::new(BatchNorm::new(&p.pp("batch_norm"), &[d])?));
+        }
+    }
+    Ok(Chain::new(layers))
+}
+
+/// `L x [transformer autoregressive layer (inverted if asked), batch norm?, permutation]`,
+/// without the trailing batch norm and permutation.
+pub(super) fn build_autoregressive(params: &Params, spec: &TransformerFlowSpec) -> Result<Chain> {
+    let d = spec.features;
+    let transformer = spec.transformer.build()?;
+    let mut layers: Vec<Box<dyn Bijection>> = Vec::new();
+    for i in 0..spec.layers {
+        let p = params.pp(i);
+        let config = MafLayerConfig {
+            context_features: spec.context_features,
+            activation: spec.activation,
+            ..MafLayerConfig::new(d, vec![spec.hidden; spec.blocks])
+        };
+        let layer = TransformerAutoregressive::new(&p, &config, transformer.clone())?;
+        if spec.inverse {
+            layers.push(Box::new(Inverse::new(layer)));
+        } else {
+            layers.push(Box::new(layer));
+        }
+        if i + 1 == spec.layers {
+            break;
+        }
+        if spec.batch_norm {
+            layers.push(Box::new(BatchNorm::new(&p.pp("batch_norm"), &[d])?));
+        }
+        if d > 1 {
+            let permutation = match spec.permutation {
+                PermutationKind::Reverse => Permutation::reverse(d)?,
+                PermutationKind::Random => Permutation::random(&p.pp("permutation"), d)?,
+            };
+            layers.push(Box::new(permutation));
+        }
+    }
+    Ok(Chain::new(layers))
+}
