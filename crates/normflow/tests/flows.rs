@@ -45,7 +45,7 @@ fn presets(features: usize, context: usize) -> Vec<FlowSpec> {
             ..coupling.clone()
         }),
     ];
-    // The generic transformer families; every transformer kind gets its lines here.
+    // The generic transformer families; every transformer kind joins this list.
     let transformer_flow = |transformer: TransformerSpec| TransformerFlowSpec {
         context_features: context,
         layers: 2,
@@ -53,7 +53,8 @@ fn presets(features: usize, context: usize) -> Vec<FlowSpec> {
         blocks: 2,
         ..TransformerFlowSpec::new(features, transformer)
     };
-    for transformer in [TransformerSpec::Affine] {
+    let transformers = vec![TransformerSpec::Affine];
+    for transformer in transformers {
         specs.push(FlowSpec::Coupling(transformer_flow(transformer.clone())));
         specs.push(FlowSpec::Autoregressive(transformer_flow(transformer.clone())));
         specs.push(FlowSpec::Autoregressive(TransformerFlowSpec {
