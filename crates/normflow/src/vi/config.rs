@@ -25,7 +25,8 @@ pub struct ViConfig {
     pub warmup_steps: usize,
     /// Inverse-temperature annealing: `beta_t = min(1, initial_beta + (1 - initial_beta) t /
     /// anneal_steps)` multiplies `log p~` in the objective (Rezende & Mohamed 2015, Sec. 6.1,
-    /// used `beta_t = min(1, 0.01 + t / 10000)`). 0: no annealing (`beta = 1` throughout).
+    /// used `beta_t = min(1, 0.01 + t / 10000)`). 0: no annealing (`beta = 1` throughout);
+    /// otherwise below `steps`, so that the run ends on the target itself.
     pub anneal_steps: usize,
     /// `beta` at step 0, in `(0, 1]`.
     pub initial_beta: f64,
@@ -91,6 +92,12 @@ impl ViConfig {
         }
         ensure_config!(self.max_bad_steps >= 1, "max_bad_steps", self.max_bad_steps, "at least 1");
         ensure_config!(
+            self.anneal_steps < self.steps || self.anneal_steps == 0,
+            "anneal_steps",
+            self.anneal_steps,
+            format!("below steps = {} (or 0: no annealing)", self.steps)
+        );
+        ensure_config!(
             self.warmup_steps <= self.steps,
             "warmup_steps",
             self.warmup_steps,
@@ -143,6 +150,7 @@ mod tests {
             ("initial_beta", ViConfig { initial_beta: 1.5, ..ok.clone() }),
             ("clip_grad_norm", ViConfig { clip_grad_norm: Some(-1.0), ..ok.clone() }),
             ("max_bad_steps", ViConfig { max_bad_steps: 0, ..ok.clone() }),
+            ("anneal_steps", ViConfig { anneal_steps: 2000, ..ok.clone() }),
             ("warmup_steps", ViConfig { warmup_steps: 2001, ..ok.clone() }),
         ];
         for (field, config) in cases {
