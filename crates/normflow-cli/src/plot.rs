@@ -259,7 +259,10 @@ pub fn elbo_curve(path: &Path, elbo: &[f64], window: usize, log_z: Option<f64>) 
         .label("batch ELBO")
         .legend(|(x, y)| Circle::new((x, y), 3, BLUE.mix(0.25).filled()));
     chart
-        .draw_series(LineSeries::new(smooth, BLUE.stroke_width(2)))
+        .draw_series(LineSeries::new(
+            smooth.into_iter().filter(|p| in_range(&p)),
+            BLUE.stroke_width(2),
+        ))
         .map_err(&err)?
         .label(format!("mean of {window} steps"))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
