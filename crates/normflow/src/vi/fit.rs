@@ -63,25 +63,6 @@ pub struct ViReport {
     pub interrupted: bool,
 }
 
-impl ViReport {
-    /// Mean batch ELBO over the last `window` applied steps at `beta = 1` (NaN if none): a
-    /// cheap, noisy summary; use [`super::estimate`] for the final numbers.
-    pub fn recent_elbo(&self, window: usize) -> f64 {
-        let recent: Vec<f64> = self
-            .history
-            .iter()
-            .rev()
-            .filter(|s| !s.skipped && s.beta == 1.0)
-            .take(window)
-            .map(|s| s.elbo)
-            .collect();
-        if recent.is_empty() {
-            return f64::NAN;
-        }
-        recent.iter().sum::<f64>() / recent.len() as f64
-    }
-}
-
 /// The surrogate loss of one step and the batch's log-weights.
 ///
 /// Draws `n` reparameterized samples `z = T(eps)` from `q` with `log q(z)` and returns
@@ -143,8 +124,7 @@ pub fn fit(
     config.validate()?;
     check_dims(q, target)?;
     let start = Instant::now();
-    let scheduler = config.scheduler()?;
-    let mut scheduler = scheduler;
+    let mut scheduler = config.scheduler()?;
     let mut rng = crate::random::rng_from_seed(config.seed);
     let mut adam = Adam::new(config.adam_config())?;
     let mut good = (Snapshot::capture(store)?, adam.clone());

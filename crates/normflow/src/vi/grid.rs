@@ -45,36 +45,51 @@ pub fn log_density_on_grid(
     };
     let h = (high - low) / cells as f64;
     let center = |k: usize| low + (k as f64 + 0.5) * h;
-    let inside = |x: f64| match target.support() {
-        Support::Interval { low, high } => x > low && x < high,
-        Support::Positive => x > 0.0,
-        Support::Real | Support::Simplex => true,
-    };
+    let support = target.support();
     let mut out = Vec::with_capacity(total);
     without_gradients(|| -> Result<()> {
         for start in (0..total).step_by(GRID_BATCH) {
             let len = GRID_BATCH.min(total - start);
-            let mut points = Vec::with_capacity(len * d);
+            // Only points in the support reach the target (its log-density may be undefined
+            // elsewhere); the others get -inf.
+            let mut inside = Vec::with_capacity(len * d);
             let mut keep = Vec::with_capacity(len);
+            let mut point = vec![0.0; d];
             for p in start..start + len {
                 let mut rest = p;
-                let first = points.len();
-                points.resize(first + d, 0.0);
                 for axis in (0..d).rev() {
-                    points[first + axis] = center(rest % cells);
+                    point[axis] = center(rest % cells);
                     rest /= cells;
                 }
-                let coords = &points[first..];
-                let simplex_ok = !matches!(target.support(), Support::Simplex)
-                    || coords.iter().sum::<f64>() < 1.0 && coords.iter().all(|&x| x > 0.0);
-                keep.push(coords.iter().all(|&x| inside(x)) && simplex_ok);
+                let k = in_support(support, &point);
+                if k {
+                    inside.extend_from_slice(&point);
+                }
+                keep.push(k);
             }
-            let z = Tensor::from_vec(points, (len, d), &Device::Cpu)?
-                .to_dtype(dtype)?
-                .to_device(device)?;
-            let lp = target.log_density(&z)?.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
-            let lp = lp.to_vec1::<f64>()?;
-            out.extend(lp.iter().zip(&keep).map(|(&v, &k)| if k { v } else { f64::NEG_INFINITY }));
+            let rows = inside.len() / d;
+            let mut lp = Vec::new().into_iter();
+            if rows > 0 {
+                let z = Tensor::from_vec(inside, (rows, d), &Device::Cpu)?
+                    .to_dtype(dtype)?
+                    .to_device(device)?;
+                let values = target.log_density(&z)?.to_device(&Device::Cpu)?;
+                if values.dims() != [rows] {
+                    return Err(crate::Error::shape(
+                        "target log-density output",
+                        format!("({rows},)"),
+                        values.dims(),
+                    ));
+                }
+                lp = values.to_dtype(DType::F64)?.to_vec1::<f64>()?.into_iter();
+            }
+            out.extend(keep.iter().map(|&k| {
+                if k {
+                    lp.next().unwrap_or(f64::NAN)
+                } else {
+                    f64::NEG_INFINITY
+                }
+            }));
         }
         Ok(())
     })?;
@@ -98,4 +113,14 @@ pub fn log_normalizer_on_grid(
     let lp = log_density_on_grid(target, low, high, cells, dtype, device)?;
     let h = (high - low) / cells as f64;
     Ok(super::estimates::log_sum_exp(&lp)? + target.dim() as f64 * h.ln())
+}
+
+/// Whether the point `x` lies in the open `support`.
+fn in_support(support: Support, x: &[f64]) -> bool {
+    match support {
+        Support::Real => true,
+        Support::Positive => x.iter().all(|&v| v > 0.0),
+        Support::Interval { low, high } => x.iter().all(|&v| v > low && v < high),
+        Support::Simplex => x.iter().all(|&v| v > 0.0) && x.iter().sum::<f64>() < 1.0,
+    }
 }

@@ -333,3 +333,34 @@ fn skipped_steps_roll_back_and_an_observer_can_stop() -> Result<()> {
     assert!(report.interrupted && report.steps_run == 7);
     Ok(())
 }
+
+#[test]
+fn sampling_is_reparameterized_for_every_preset_so_the_elbo_reaches_every_parameter() -> Result<()>
+{
+    let ar = AutoregressiveSpec { layers: 2, hidden: 8, ..AutoregressiveSpec::new(2) };
+    let coupling =
+        crate::flows::CouplingSpec { layers: 2, hidden: 8, ..crate::flows::CouplingSpec::new(2) };
+    let specs = [FlowSpec::Maf(ar.clone()), FlowSpec::Iaf(ar), FlowSpec::RealNvp(coupling)];
+    for spec in specs {
+        let family = spec.family();
+        let q = Model::new(spec, None, None, 0, DType::F64, &Device::Cpu)?
+            .with_support(BuiltinTarget::U3.support())?;
+        q.store().perturb(0.1, 1)?; // off the identity, so no gradient is zero by symmetry
+        for stl in [false, true] {
+            let (loss, _) = elbo_loss(&q, &BuiltinTarget::U3, 16, 0.5, stl, &mut rng_from_seed(2))?;
+            let grads = loss.backward()?;
+            for (name, var) in q.store().parameters() {
+                let g = grads.get(var.as_tensor());
+                let norm = match g {
+                    Some(g) => g.sqr()?.sum_all()?.to_scalar::<f64>()?,
+                    None => 0.0,
+                };
+                assert!(
+                    norm > 0.0 && norm.is_finite(),
+                    "{family} (stl {stl}): `{name}` gets {norm}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
