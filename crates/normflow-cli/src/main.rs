@@ -44,6 +44,8 @@ enum Command {
     Plot(commands::plot::PlotArgs),
     /// Write samples of a built-in 2-D toy density.
     Toy(commands::toy::ToyArgs),
+    /// Fit a flow to a built-in unnormalized density by variational inference (reverse KL).
+    Vi(commands::vi::ViArgs),
     /// Describe a trained model: spec, parameters, preprocessing, training summary.
     Inspect(commands::inspect::InspectArgs),
 }
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Plot(args) => commands::plot::run(args),
         Command::Toy(args) => commands::toy::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Vi(args) => commands::vi::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

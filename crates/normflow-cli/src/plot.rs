@@ -1,4 +1,4 @@
-//! PNG figures: loss curves, 2-D densities beside samples, pair plots.
+//! PNG figures: loss and ELBO curves, 2-D densities beside samples (and a target), pair plots.
 //!
 //! Plots take plain numbers, not models, so that each one is a pure function of its inputs. Text
 //! is drawn with DejaVu Sans Mono, bundled (see `assets/DejaVu-LICENSE.txt`), so figures look the
@@ -135,10 +135,13 @@ fn square_panel<'a, 'b>(
 }
 
 /// A 2-D density on a `cells x cells` grid over `[lo, hi]^2` (`density[i * cells + j]` at
-/// `x_i`, `y_j`) drawn as a heatmap, beside a scatter of `samples` and, if given, `data`.
+/// `x_i`, `y_j`) drawn as a heatmap, beside a scatter of `samples` and, if given, `data`. With a
+/// `target` density on the same grid (variational inference), it is drawn between the two.
+#[allow(clippy::too_many_arguments)]
 pub fn density_and_samples(
     path: &Path,
     density: &[f64],
+    target: Option<&[f64]>,
     cells: usize,
     (lo, hi): (f64, f64),
     samples: &[f64],
@@ -147,22 +150,15 @@ pub fn density_and_samples(
 ) -> Result<()> {
     init_font();
     let err = draw_err(path);
-    let root = BitMapBackend::new(path, (1200, 600)).into_drawing_area();
+    let panels = if target.is_some() { 3 } else { 2 };
+    let root = BitMapBackend::new(path, (600 * panels, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(&err)?;
-    let (left, right) = root.split_horizontally(600);
-    let max = density.iter().copied().filter(|v| v.is_finite()).fold(0.0, f64::max).max(1e-300);
-    let mut chart = square_panel(&left, "model density", (lo, hi), names, path)?;
-    let h = (hi - lo) / cells as f64;
-    chart
-        .draw_series((0..cells * cells).map(|k| {
-            let (i, j) = (k / cells, k % cells);
-            let (x, y) = (lo + i as f64 * h, lo + j as f64 * h);
-            let v = density[k];
-            let t = if v.is_finite() { (v / max).clamp(0.0, 1.0) } else { 0.0 };
-            Rectangle::new([(x, y), (x + h, y + h)], ViridisRGB::get_color(t).filled())
-        }))
-        .map_err(&err)?;
-    let mut chart = square_panel(&right, "samples", (lo, hi), names, path)?;
+    let areas = root.split_evenly((1, panels as usize));
+    heatmap(&areas[0], "model density", density, cells, (lo, hi), names, path)?;
+    if let Some(target) = target {
+        heatmap(&areas[1], "target density", target, cells, (lo, hi), names, path)?;
+    }
+    let mut chart = square_panel(&areas[panels as usize - 1], "samples", (lo, hi), names, path)?;
     if let Some(data) = data {
         chart
             .draw_series(
@@ -181,6 +177,111 @@ pub fn density_and_samples(
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .label_font((FAMILY, 13))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(&err)?;
+    root.present().map_err(&err)?;
+    Ok(())
+}
+
+/// One heatmap panel of a density on a `cells x cells` grid (scaled to its maximum).
+fn heatmap(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    caption: &str,
+    density: &[f64],
+    cells: usize,
+    (lo, hi): (f64, f64),
+    names: (&str, &str),
+    path: &Path,
+) -> Result<()> {
+    let max = density.iter().copied().filter(|v| v.is_finite()).fold(0.0, f64::max).max(1e-300);
+    let mut chart = square_panel(area, caption, (lo, hi), names, path)?;
+    let h = (hi - lo) / cells as f64;
+    chart
+        .draw_series((0..cells * cells).map(|k| {
+            let (i, j) = (k / cells, k % cells);
+            let (x, y) = (lo + i as f64 * h, lo + j as f64 * h);
+            let v = density[k];
+            let t = if v.is_finite() { (v / max).clamp(0.0, 1.0) } else { 0.0 };
+            Rectangle::new([(x, y), (x + h, y + h)], ViridisRGB::get_color(t).filled())
+        }))
+        .map_err(draw_err(path))?;
+    Ok(())
+}
+
+/// The per-step ELBO of a variational fit: the batch estimates (light), their moving average
+/// over `window` steps (dark) and, if known, the true `log Z` (dashed), which bounds the ELBO.
+pub fn elbo_curve(path: &Path, elbo: &[f64], window: usize, log_z: Option<f64>) -> Result<()> {
+    init_font();
+    let err = draw_err(path);
+    let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(&err)?;
+    let finite: Vec<(f64, f64)> = elbo
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(i, v)| (i as f64 + 1.0, *v))
+        .collect();
+    let mut smooth = Vec::with_capacity(finite.len());
+    for (k, &(step, _)) in finite.iter().enumerate() {
+        let from = (k + 1).saturating_sub(window.max(1));
+        let part = &finite[from..=k];
+        smooth.push((step, part.iter().map(|p| p.1).sum::<f64>() / part.len() as f64));
+    }
+    // The axis covers the moving average and the bound, not the rare very bad early batches.
+    let mut values: Vec<f64> = smooth.iter().map(|p| p.1).chain(log_z).collect();
+    values.sort_by(f64::total_cmp);
+    let lo = values.get(values.len() / 50).copied().unwrap_or(0.0);
+    let (lo, hi) = bounds(&[lo, values.last().copied().unwrap_or(1.0)]);
+    let pad = 0.05 * (hi - lo);
+    let steps = elbo.len().max(2) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("variational fit", (FAMILY, 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(1.0..steps, (lo - pad)..(hi + pad))
+        .map_err(&err)?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("ELBO (nats)")
+        .label_style((FAMILY, 14))
+        .draw()
+        .map_err(&err)?;
+    let in_range = |p: &&(f64, f64)| p.1 >= lo - pad && p.1 <= hi + pad;
+    chart
+        .draw_series(
+            finite.iter().filter(in_range).map(|p| Circle::new(*p, 1, BLUE.mix(0.25).filled())),
+        )
+        .map_err(&err)?
+        .label("batch ELBO")
+        .legend(|(x, y)| Circle::new((x, y), 3, BLUE.mix(0.25).filled()));
+    chart
+        .draw_series(LineSeries::new(
+            smooth.into_iter().filter(|p| in_range(&p)),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(&err)?
+        .label(format!("mean of {window} steps"))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    if let Some(z) = log_z {
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(1.0, z), (steps, z)],
+                8,
+                5,
+                RED.stroke_width(2),
+            ))
+            .map_err(&err)?
+            .label("log Z")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FAMILY, 14))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()

@@ -28,7 +28,9 @@
 //!   [`flows::FlowSpec`];
 //! - [`model`]: a flow with its preprocessing, saved to and loaded from a directory;
 //! - [`train`]: maximum-likelihood training (Adam, schedules, early stopping, exact resume);
-//! - [`preprocess`]: standardization stored with the model.
+//! - [`preprocess`]: standardization stored with the model;
+//! - [`vi`]: variational inference: fitting a flow to an unnormalized density (reverse KL),
+//!   built-in targets, ELBO / importance-weighted `log Z` / effective sample size.
 //!
 //! Tensors are candle's; [`candle_core`] is re-exported as [`candle`].
 //!
@@ -79,6 +81,7 @@ pub mod preprocess;
 pub mod random;
 pub mod testing;
 pub mod train;
+pub mod vi;
 
 pub use bijections::Bijection;
 pub use candle_core as candle;

@@ -8,6 +8,7 @@ pub mod plot;
 pub mod sample;
 pub mod toy;
 pub mod train;
+pub mod vi;
 
 use std::path::Path;
 

@@ -4,8 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
+use normflow::candle::{DType, Device};
 use normflow::data::Table;
 use normflow::model::Model;
+use normflow::vi::{log_density_on_grid, BuiltinTarget};
 
 use super::sample::{data_columns, draw};
 use super::train::{split_like_training, training_record};
@@ -14,7 +16,8 @@ use crate::data_source;
 
 #[derive(Debug, Args)]
 pub struct PlotArgs {
-    /// Model directory written by `normflow train`.
+    /// Model directory written by `normflow train` or `normflow vi` (a 2-D model fitted by `vi`
+    /// is drawn beside its target's density).
     #[arg(long)]
     pub model: PathBuf,
     /// Output PNG.
@@ -39,12 +42,36 @@ const GRID: usize = 200;
 
 /// Heatmap of a 2-D model's density beside its samples (and `data`, if given).
 pub fn density_plot(model: &Model, data: Option<&Table>, out: &Path, seed: u64) -> Result<()> {
+    density_panels(model, data, None, out, seed)
+}
+
+/// Heatmaps of a 2-D model's density and of the `target` it was fitted to by variational
+/// inference, over the target's plotting box, beside the model's samples.
+pub fn density_plot_with_target(
+    model: &Model,
+    target: &BuiltinTarget,
+    out: &Path,
+    seed: u64,
+) -> Result<()> {
+    density_panels(model, None, Some(target), out, seed)
+}
+
+fn density_panels(
+    model: &Model,
+    data: Option<&Table>,
+    target: Option<&BuiltinTarget>,
+    out: &Path,
+    seed: u64,
+) -> Result<()> {
     let samples = draw(model, 2000, seed)?;
     let reference: Vec<f64> = match data {
         Some(d) => d.values.iter().take(2 * 5000).copied().collect(),
         None => samples.clone(),
     };
-    let (lo, hi) = crate::plot::square_bounds(&reference);
+    let (lo, hi) = match target.and_then(super::vi::plot_box) {
+        Some(b) => b,
+        None => crate::plot::square_bounds(&reference),
+    };
     let h = (hi - lo) / GRID as f64;
     let mut grid = Vec::with_capacity(GRID * GRID * 2);
     for i in 0..GRID {
@@ -62,10 +89,20 @@ pub fn density_plot(model: &Model, data: Option<&Table>, out: &Path, seed: u64) 
         dropped_rows: 0,
     };
     let density: Vec<f64> = log_probs(model, &grid, None)?.iter().map(|v| v.exp()).collect();
+    let target_density = match target {
+        // The same cell centers as `grid`, scaled to the peak (the plot shows shape, not Z).
+        Some(t) => {
+            let lp = log_density_on_grid(t, lo, hi, GRID, DType::F64, &Device::Cpu)?;
+            let max = lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            Some(lp.iter().map(|v| (v - max).exp()).collect::<Vec<f64>>())
+        }
+        None => None,
+    };
     let names = data_columns(model);
     crate::plot::density_and_samples(
         out,
         &density,
+        target_density.as_deref(),
         GRID,
         (lo, hi),
         &samples,
@@ -98,7 +135,10 @@ pub fn run(args: PlotArgs) -> Result<()> {
         }),
     };
     let d = model.features();
-    if d == 2 {
+    let target = super::vi::fitted_target(&model);
+    if let (2, Some(target)) = (d, target) {
+        density_panels(&model, data.as_ref(), Some(&target), &args.out, args.seed)?;
+    } else if d == 2 {
         density_plot(&model, data.as_ref(), &args.out, args.seed)?;
     } else {
         let dims: Vec<usize> = match &args.dims {

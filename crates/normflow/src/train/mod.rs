@@ -43,14 +43,17 @@ mod fit;
 mod observer;
 mod schedule;
 mod state;
+mod step;
 
 pub use adam::{Adam, AdamConfig, STEP_TENSOR};
 pub use config::TrainConfig;
 pub use data::validation_split;
 pub use fit::{fit, fit_from, log_probs, mean_log_prob, TrainReport};
+pub(crate) use observer::nan_as_null;
 pub use observer::{Control, EpochStats, NoopObserver, TrainObserver};
 pub use schedule::{LrSchedule, LrScheduler, PlateauState};
 pub use state::{Snapshot, TrainProgress, TrainState};
+pub(crate) use step::{guarded_step, to_f64};
 
 #[cfg(test)]
 mod tests;
