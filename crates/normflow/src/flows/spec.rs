@@ -156,6 +156,15 @@ impl FlowSpec {
         }
     }
 
+    /// The image hyperparameters of an image preset (`realnvp-image`, `glow`): its data are
+    /// 8-bit pixel rows, dequantized in training and scored in bits per dimension.
+    pub fn image(&self) -> Option<&ImageFlowSpec> {
+        match self {
+            FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Data dimension.
     pub fn features(&self) -> usize {
         match self {
