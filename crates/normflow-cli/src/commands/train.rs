@@ -226,7 +226,8 @@ fn check_args(args: &TrainArgs) -> Result<()> {
     let counts = [
         ("--layers", args.flow.layers),
         ("--hidden", args.flow.hidden),
-        ("--blocks", args.flow.blocks),
+        // Image flows' conditioners may have no residual block (Glow's plain network).
+        ("--blocks", if args.flow.is_image() { 1 } else { args.flow.blocks }),
         ("--batch", args.batch),
         ("--epochs", args.epochs.unwrap_or(1)),
         ("--patience", args.patience.unwrap_or(1)),
