@@ -70,3 +70,24 @@ pub fn split_context(table: &Table, context: Option<&str>) -> Result<(Table, Opt
     }
     Ok((table.select_columns(&data_idx)?, Some(table.select_columns(&ctx_idx)?)))
 }
+
+/// Checks that every value of `table` is an integer pixel value in `[0, levels)`, naming the
+/// first row and column that is not (image flows model 8-bit data).
+pub fn check_pixels(table: &Table, levels: u32) -> Result<()> {
+    let max = f64::from(levels - 1);
+    for r in 0..table.rows {
+        for (c, &v) in table.row(r).iter().enumerate() {
+            if !(v.fract() == 0.0 && (0.0..=max).contains(&v)) {
+                bail!(
+                    "{}: row {}, column {} has {v}: image flows take integer pixel values in \
+                     [0, {}] (8-bit images, e.g. IDX or NPY of uint8)",
+                    table.source,
+                    r + 1,
+                    table.columns.get(c).map_or_else(|| c.to_string(), |n| n.clone()),
+                    levels - 1
+                );
+            }
+        }
+    }
+    Ok(())
+}

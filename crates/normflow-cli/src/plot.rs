@@ -421,3 +421,55 @@ fn points(
         .map(move |row| (row[dx], row[dy]))
         .filter(|(x, y)| x.is_finite() && y.is_finite())
 }
+
+/// Writes `n` images (rows of `C H W` pixel values in `[0, levels)`, `C` = 1 grey or 3 RGB) as
+/// a grid PNG, `zoom` screen pixels per image pixel, values clamped to the pixel range.
+pub fn image_grid(
+    path: &Path,
+    values: &[f64],
+    shape: [usize; 3],
+    levels: u32,
+    zoom: u32,
+) -> Result<()> {
+    let [c, h, w] = shape;
+    if c != 1 && c != 3 {
+        return Err(anyhow!(
+            "image grids need 1 (grey) or 3 (RGB) channels; these images have {c}"
+        ));
+    }
+    let d = c * h * w;
+    let n = values.len() / d;
+    let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
+    let rows = n.div_ceil(cols).max(1);
+    let gap = 2usize;
+    let (cell_w, cell_h) = (w * zoom as usize + gap, h * zoom as usize + gap);
+    let size = ((cols * cell_w + gap) as u32, (rows * cell_h + gap) as u32);
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let scale = 255.0 / f64::from(levels - 1);
+    let byte = |v: f64| (v.clamp(0.0, f64::from(levels - 1)) * scale).round() as u8;
+    for (i, image) in values.chunks(d).enumerate() {
+        let (x0, y0) = (gap + (i % cols) * cell_w, gap + (i / cols) * cell_h);
+        for y in 0..h {
+            for x in 0..w {
+                let at = |ch: usize| byte(image[ch * h * w + y * w + x]);
+                let color = if c == 1 {
+                    RGBColor(at(0), at(0), at(0))
+                } else {
+                    RGBColor(at(0), at(1), at(2))
+                };
+                for dy in 0..zoom as usize {
+                    for dx in 0..zoom as usize {
+                        let p = (
+                            (x0 + x * zoom as usize + dx) as i32,
+                            (y0 + y * zoom as usize + dy) as i32,
+                        );
+                        root.draw_pixel(p, &color).map_err(|e| anyhow!("{e}"))?;
+                    }
+                }
+            }
+        }
+    }
+    root.present().map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}

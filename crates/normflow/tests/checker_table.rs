@@ -67,6 +67,10 @@ fn maf(features: usize) -> MafLayerConfig {
     MafLayerConfig::new(features, vec![8, 8])
 }
 
+fn image_coupling(channels: usize, mask: ImageMask) -> ImageCouplingConfig {
+    ImageCouplingConfig { channels, mask, hidden: 4, blocks: 1, activation: Activation::Relu }
+}
+
 fn cases() -> Vec<Case> {
     vec![
         case("elementwise affine", &[3], |p| boxed(ElementwiseAffine::new(p, &[3])?)),
@@ -157,6 +161,48 @@ fn cases() -> Vec<Case> {
             boxed(TransformerAutoregressive::new(p, &c, Arc::new(AffineTransformer))?)
         })
         .context(2),
+        case("squeeze", &[2, 4, 2], |_| boxed(Squeeze::new())),
+        // Unflatten alone moves no entry (the table would call it the identity): with a squeeze.
+        case("unflatten then squeeze", &[16], |_| {
+            boxed(Chain::new(vec![Box::new(Unflatten::new(&[1, 4, 4])?), Box::new(Squeeze::new())]))
+        }),
+        case("image coupling, checkerboard", &[2, 4, 4], |p| {
+            boxed(ImageAffineCoupling::new(
+                p,
+                &image_coupling(2, ImageMask::Checkerboard { parity: 1 }),
+            )?)
+        }),
+        case("image coupling, channels (parity 0)", &[3, 2, 4], |p| {
+            boxed(ImageAffineCoupling::new(
+                p,
+                &image_coupling(3, ImageMask::Channel { parity: 0 }),
+            )?)
+        }),
+        case("image coupling, channels (parity 1)", &[3, 2, 4], |p| {
+            boxed(ImageAffineCoupling::new(
+                p,
+                &image_coupling(3, ImageMask::Channel { parity: 1 }),
+            )?)
+        }),
+        case("multi-scale (coupling, squeeze, split with prior)", &[2, 4, 4], |p| {
+            let flow = MultiScaleBuilder::new([2, 4, 4])?
+                .step(Box::new(ImageAffineCoupling::new(
+                    &p.pp("a"),
+                    &image_coupling(2, ImageMask::Checkerboard { parity: 0 }),
+                )?))
+                .squeeze()?;
+            let flow = flow
+                .step(Box::new(ImageAffineCoupling::new(
+                    &p.pp("b"),
+                    &image_coupling(8, ImageMask::Channel { parity: 1 }),
+                )?))
+                .split(&p.pp("split"), 4)?;
+            let flow = flow.step(Box::new(ImageAffineCoupling::new(
+                &p.pp("c"),
+                &image_coupling(4, ImageMask::Channel { parity: 0 }),
+            )?));
+            boxed(flow.build())
+        }),
         case("sigmoid", &[3], |_| boxed(Sigmoid::new())),
         case("logit", &[3], |_| boxed(Logit::new(0.05)?)).unit_interval(),
         case("support: positive", &[3], |_| boxed(Support::Positive.map()?.expect("map")))

@@ -25,8 +25,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
     }
     let (mean, stderr) = mean_and_stderr(&lp);
+    let spec = normflow::model::read_spec(&args.input.model)?;
+    let image_dims = spec.flow.image().map(|s| s.features());
+    let bits = image_dims.map(|d| normflow::flows::bits_per_dim(mean, d));
     if args.json {
         let out = serde_json::json!({
+            "bits_per_dim": bits,
+            "bits_per_dim_stderr": image_dims.map(|d| normflow::flows::bits_per_dim(-stderr, d)),
             "mean_log_prob": mean,
             "stderr": stderr,
             "rows": lp.len(),
@@ -36,6 +41,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         println!("{out}");
     } else {
         println!("mean log-likelihood: {mean:.6} ± {stderr:.6} nats/row over {} rows", lp.len());
+        if let Some(b) = bits {
+            println!("bits per dimension:  {b:.4} (dequantized with a fixed uniform draw)");
+        }
     }
     Ok(())
 }

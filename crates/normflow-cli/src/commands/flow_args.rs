@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use normflow::flows::{AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec};
+use normflow::flows::{AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec, ImageFlowSpec};
 use normflow::nn::Activation;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,10 @@ pub enum Family {
     Made,
     /// Inverse autoregressive flow (fast sampling, sequential density).
     Iaf,
+    /// Glow on 8-bit images (rows of pixel values; see --image-shape, --levels).
+    Glow,
+    /// RealNVP's multi-scale model on 8-bit images (see --image-shape, --levels).
+    RealnvpImage,
 }
 
 /// Hidden-layer non-linearities.
@@ -41,13 +45,14 @@ pub struct FlowArgs {
     /// Flow family.
     #[arg(long, value_enum, default_value = "maf")]
     pub flow: Family,
-    /// Number of flow layers.
+    /// Number of flow layers (image flows: coupling steps per level).
     #[arg(long, default_value_t = 5)]
     pub layers: usize,
-    /// Width of the conditioner networks' hidden layers.
+    /// Width of the conditioner networks' hidden layers (image flows: channels of the
+    /// convolutional conditioners).
     #[arg(long, default_value_t = 128)]
     pub hidden: usize,
-    /// Hidden layers per conditioner network.
+    /// Hidden layers per conditioner network (image flows: residual blocks).
     #[arg(long, default_value_t = 2)]
     pub blocks: usize,
     /// Hidden non-linearity.
@@ -59,6 +64,14 @@ pub struct FlowArgs {
     /// Base distribution: normal, diag (learnable diagonal normal) or mixture:K.
     #[arg(long, default_value = "normal")]
     pub base: String,
+    /// Image flows: the shape C,H,W of each row's pixels [default: 1,S,S when the row has S^2
+    /// values].
+    #[arg(long)]
+    pub image_shape: Option<String>,
+    /// Image flows: scales of the multi-scale architecture (each but the last squeezes and
+    /// factors out half the channels).
+    #[arg(long, default_value_t = 2)]
+    pub levels: usize,
 }
 
 /// The base distribution named by `--base`; `conditional` only for a model with context columns.
@@ -77,7 +90,37 @@ pub fn base_spec(base: &str, conditional: bool) -> Result<BaseSpec> {
     })
 }
 
+/// `C,H,W` from `--image-shape`, or `1,S,S` for `S^2` features.
+fn image_shape(text: Option<&str>, features: usize) -> Result<[usize; 3]> {
+    if let Some(text) = text {
+        let dims: Vec<usize> =
+            text.split(',').map(|v| v.trim().parse()).collect::<Result<_, _>>().map_err(|_| {
+                anyhow::anyhow!("--image-shape {text}: expected C,H,W (e.g. 1,28,28)")
+            })?;
+        let [c, h, w] = dims[..] else {
+            bail!("--image-shape {text}: expected three numbers C,H,W (e.g. 1,28,28)");
+        };
+        if c * h * w != features {
+            bail!(
+                "--image-shape {text} has {} values per image but the data rows have {features}",
+                c * h * w
+            );
+        }
+        return Ok([c, h, w]);
+    }
+    let side = (features as f64).sqrt().round() as usize;
+    if side * side != features {
+        bail!("rows of {features} values are not square images: give --image-shape C,H,W");
+    }
+    Ok([1, side, side])
+}
+
 impl FlowArgs {
+    /// Whether `--flow` is an image flow (pixel data, dequantized in training).
+    pub fn is_image(&self) -> bool {
+        matches!(self.flow, Family::Glow | Family::RealnvpImage)
+    }
+
     /// The validated spec of a flow on `features` data columns with `context` context columns.
     pub fn spec(&self, features: usize, context: usize) -> Result<FlowSpec> {
         let args = self;
@@ -116,7 +159,22 @@ impl FlowArgs {
             base,
             ..CouplingSpec::new(features)
         };
+        let image = || -> Result<ImageFlowSpec> {
+            let [c, h, w] = image_shape(args.image_shape.as_deref(), features)?;
+            if context > 0 {
+                bail!("image flows are unconditional: drop --context-columns");
+            }
+            Ok(ImageFlowSpec {
+                levels: args.levels,
+                steps: args.layers,
+                hidden: args.hidden,
+                blocks: args.blocks,
+                ..ImageFlowSpec::new(c, h, w)
+            })
+        };
         let spec = match args.flow {
+            Family::Glow => FlowSpec::Glow(image()?),
+            Family::RealnvpImage => FlowSpec::RealNvpImage(image()?),
             Family::Maf => FlowSpec::Maf(ar),
             Family::Iaf => FlowSpec::Iaf(ar),
             Family::Made => FlowSpec::Made(AutoregressiveSpec { layers: 1, ..ar }),

@@ -18,6 +18,9 @@ use normflow::data::Table;
 use normflow::distributions::Distribution;
 use normflow::model::Model;
 
+/// Seed of the dequantization noise with which image models score data.
+const DEQUANTIZATION_SEED: u64 = 0x5eed;
+
 /// Rows evaluated per batch when no gradient is needed.
 pub const EVAL_BATCH: usize = 4096;
 
@@ -30,7 +33,14 @@ pub fn load_model(dir: &Path) -> Result<Model> {
 /// Per-row log-densities of `data` (rows in original units) under `model`, in batches.
 pub fn log_probs(model: &Model, data: &Table, context: Option<&Table>) -> Result<Vec<f64>> {
     model.set_training(false);
-    let x = data.to_tensor(model.dtype(), model.device())?;
+    let mut x = data.to_tensor(model.dtype(), model.device())?;
+    if model.spec().flow.image().is_some() {
+        // Pixels are integers; the model is a density on dequantized values: score each image
+        // at one fixed uniform draw (a stochastic lower bound on its log-probability).
+        let mut rng = normflow::random::rng_from_seed(DEQUANTIZATION_SEED);
+        let u = normflow::random::uniform(x.dims(), x.dtype(), x.device(), &mut rng)?;
+        x = (x + u)?;
+    }
     let c = context.map(|c| c.to_tensor(model.dtype(), model.device())).transpose()?;
     let values = normflow::inference::without_gradients(|| {
         normflow::train::log_probs(model, &x, c.as_ref(), EVAL_BATCH)

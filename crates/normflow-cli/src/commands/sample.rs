@@ -23,9 +23,13 @@ pub struct SampleArgs {
     /// Seed of the base samples.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output file: `.csv` or `.npy`.
+    /// Output file: `.csv` or `.npy`; for image models also `.png` (a grid of the samples).
     #[arg(long)]
     pub out: PathBuf,
+    /// Temperature T: base samples are drawn with standard deviation T (T < 1 trades
+    /// diversity for typicality, as in Glow's samples).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub temperature: f64,
     /// Print one JSON object (rows, seconds spent sampling, rows per second).
     #[arg(long)]
     pub json: bool,
@@ -33,6 +37,16 @@ pub struct SampleArgs {
 
 /// `n` samples `(n, D)` in original units, row-major, drawn in batches.
 pub fn draw(model: &Model, n: usize, seed: u64) -> Result<Vec<f64>> {
+    draw_at_temperature(model, n, seed, 1.0)
+}
+
+/// `n` samples whose base draws are scaled by `temperature` before the inverse transform.
+pub fn draw_at_temperature(
+    model: &Model,
+    n: usize,
+    seed: u64,
+    temperature: f64,
+) -> Result<Vec<f64>> {
     if model.context_features() > 0 {
         bail!("this model is conditional: sampling needs context rows, which `sample` does not take yet");
     }
@@ -41,8 +55,14 @@ pub fn draw(model: &Model, n: usize, seed: u64) -> Result<Vec<f64>> {
     let mut left = n;
     while left > 0 {
         let k = left.min(EVAL_BATCH);
-        let x = normflow::inference::without_gradients(|| model.sample(k, None, &mut rng))?
-            .to_dtype(DType::F64)?;
+        let x = normflow::inference::without_gradients(|| {
+            if temperature == 1.0 {
+                return model.sample(k, None, &mut rng);
+            }
+            let z = (model.flow().base().sample(k, None, &mut rng)? * temperature)?;
+            model.flow().transform().inverse(&z, None)
+        })?
+        .to_dtype(DType::F64)?;
         out.extend(x.flatten_all()?.to_vec1::<f64>()?);
         left -= k;
     }
@@ -54,9 +74,12 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if args.n == 0 {
         bail!("-n must be at least 1");
     }
+    if !(args.temperature.is_finite() && args.temperature > 0.0) {
+        bail!("--temperature {}: must be a finite number > 0", args.temperature);
+    }
     let model = load_model(&args.model)?;
     let start = std::time::Instant::now();
-    let values = draw(&model, args.n, args.seed)?;
+    let values = draw_at_temperature(&model, args.n, args.seed, args.temperature)?;
     let seconds = start.elapsed().as_secs_f64();
     let d = model.features();
     write_samples(&args.out, &model, &values, d)?;
@@ -77,11 +100,27 @@ pub fn run(args: SampleArgs) -> Result<()> {
 fn write_samples(path: &Path, model: &Model, values: &[f64], d: usize) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("npy") => write_npy(path, values, values.len() / d, d)?,
+        Some("png") => match model.spec().flow.image() {
+            Some(image) => crate::plot::image_grid(
+                path,
+                values,
+                [image.channels, image.height, image.width],
+                image.pixel_levels,
+                2,
+            )?,
+            None => bail!(
+                "--out {}: PNG grids are for image models (glow, realnvp-image); use .csv or .npy",
+                path.display()
+            ),
+        },
         Some("csv") => {
             let names = data_columns(model);
             write_csv(path, &names, values, d)?
         }
-        _ => bail!("--out {}: use a .csv or .npy file name", path.display()),
+        _ => bail!(
+            "--out {}: use a .csv, .npy (or, for image models, .png) file name",
+            path.display()
+        ),
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use normflow::candle::{DType, Device};
 use normflow::data::Table;
+use normflow::flows::bits_per_dim;
 use normflow::model::io::write_atomic;
 use normflow::model::Model;
 use normflow::preprocess::Standardization;
@@ -45,7 +46,7 @@ pub struct TrainArgs {
     pub out: Option<PathBuf>,
     /// Continue the stopped run in this model directory exactly (same data and settings);
     /// `--epochs` may raise the total number of epochs.
-    #[arg(long, conflicts_with_all = ["data", "out", "flow", "layers", "hidden", "blocks", "activation", "batch_norm", "base", "batch", "lr", "schedule", "clip", "seed", "val_frac", "patience", "test", "test_frac", "context_columns", "n", "drop_nonfinite"])]
+    #[arg(long, conflicts_with_all = ["data", "out", "flow", "layers", "hidden", "blocks", "activation", "batch_norm", "base", "image_shape", "levels", "batch", "lr", "schedule", "clip", "seed", "val_frac", "patience", "test", "test_frac", "context_columns", "n", "drop_nonfinite"])]
     pub resume: Option<PathBuf>,
     /// Passes over the training rows [default: 100].
     #[arg(long)]
@@ -225,7 +226,8 @@ fn check_args(args: &TrainArgs) -> Result<()> {
     let counts = [
         ("--layers", args.flow.layers),
         ("--hidden", args.flow.hidden),
-        ("--blocks", args.flow.blocks),
+        // Image flows' conditioners may have no residual block (Glow's plain network).
+        ("--blocks", if args.flow.is_image() { 1 } else { args.flow.blocks }),
         ("--batch", args.batch),
         ("--epochs", args.epochs.unwrap_or(1)),
         ("--patience", args.patience.unwrap_or(1)),
@@ -303,6 +305,7 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
         patience,
         clip_grad_norm: (args.clip > 0.0).then_some(args.clip),
         seed: args.seed,
+        uniform_dequantization: args.flow.is_image(),
         ..TrainConfig::default()
     }
 }
@@ -426,15 +429,25 @@ pub fn run(args: TrainArgs) -> Result<()> {
             settings.config.validate()?;
             let run = split_data(&settings, full, args.seed)?;
             check_rows(&settings.config, run.train.rows)?;
-            let pre = Standardization::fit(&run.train.values, run.train.cols)?;
+            let spec =
+                args.flow.spec(run.train.cols, run.train_context.as_ref().map_or(0, |c| c.cols))?;
+            // Image flows scale pixels themselves; other flows standardize the columns.
+            let pre = match spec.image() {
+                Some(image) => {
+                    data_source::check_pixels(&run.train, image.pixel_levels)?;
+                    if let Some((test, _)) = &run.test {
+                        data_source::check_pixels(test, image.pixel_levels)?;
+                    }
+                    None
+                }
+                None => Some(Standardization::fit(&run.train.values, run.train.cols)?),
+            };
             let ctx_pre = run
                 .train_context
                 .as_ref()
                 .map(|c| Standardization::fit(&c.values, c.cols))
                 .transpose()?;
-            let spec =
-                args.flow.spec(run.train.cols, run.train_context.as_ref().map_or(0, |c| c.cols))?;
-            let model = Model::new(spec, Some(pre), ctx_pre, args.seed, DType::F32, &Device::Cpu)?;
+            let model = Model::new(spec, pre, ctx_pre, args.seed, DType::F32, &Device::Cpu)?;
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             (dir.clone(), settings, model, run, None)
@@ -474,6 +487,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some((t, c)) => Some(mean_and_stderr(&log_probs(&model, t, c.as_ref())?)),
         None => None,
     };
+    let image_dims = model.spec().flow.image().map(|s| s.features());
     let summary = serde_json::json!({
         "flow": model.spec().flow.family(),
         "best_val_log_prob": report.best_val_log_prob,
@@ -490,6 +504,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "rollbacks": report.rollbacks,
         "stopped_early": report.stopped_early,
         "parameters": model.store().num_parameters(),
+        "test_bits_per_dim": image_dims.zip(test).map(|(d, t)| bits_per_dim(t.0, d)),
+        "best_val_bits_per_dim":
+            image_dims.zip(report.best_val_log_prob).map(|(d, v)| bits_per_dim(v, d)),
         "model_dir": dir.display().to_string(),
     });
     model.set_training_summary(serde_json::to_value(TrainingRecord {

@@ -1,5 +1,8 @@
 //! Running the built `normflow` binary and checking what it says.
 
+// Each test crate that includes this module uses a subset of it.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

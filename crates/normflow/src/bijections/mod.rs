@@ -22,10 +22,13 @@ mod batch_norm;
 mod chain;
 mod coupling;
 mod elementwise_affine;
+mod image_coupling;
 mod inverse;
 mod lu_linear;
+mod multiscale;
 mod permutation;
 mod sigmoid;
+mod squeeze;
 mod support;
 mod transformer;
 mod transformer_autoregressive;
@@ -38,10 +41,13 @@ pub use batch_norm::BatchNorm;
 pub use chain::Chain;
 pub use coupling::{alternating_mask, half_mask, AdditiveCoupling, AffineCoupling, CouplingConfig};
 pub use elementwise_affine::ElementwiseAffine;
+pub use image_coupling::{ImageAffineCoupling, ImageCouplingConfig, ImageMask};
 pub use inverse::Inverse;
 pub use lu_linear::LuLinear;
+pub use multiscale::{MultiScale, MultiScaleBuilder, SplitPrior};
 pub use permutation::Permutation;
 pub use sigmoid::{Logit, Sigmoid};
+pub use squeeze::{Squeeze, Unflatten};
 pub use support::{Support, SupportMap};
 pub use transformer::{
     check_raw_shape, raw_param, AffineTransformer, ElementwiseTransformer, Transformer,

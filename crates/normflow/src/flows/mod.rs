@@ -12,6 +12,8 @@
 //! | `iaf` | L inverse MADE affine layers (Kingma et al. 2016) | sampling |
 //! | `nice` | L additive couplings + a final element-wise scaling (Dinh et al. 2014) | both |
 //! | `realnvp` | L affine couplings with alternating masks (Dinh et al. 2016) | both |
+//! | `realnvp-image` | multi-scale checkerboard/channel couplings, squeezes, splits (Dinh et al. 2017) | both |
+//! | `glow` | levels of [ActNorm, 1x1 conv, coupling] steps with learned split priors (Kingma & Dhariwal 2018) | both |
 //! | `coupling` | L couplings with any [`TransformerSpec`] map (e.g. NSF) | both |
 //! | `autoregressive` | L MADE layers with any [`TransformerSpec`] map (e.g. NSF-AR, NAF) | density (sampling with `inverse`) |
 //!
@@ -21,9 +23,11 @@
 mod autoregressive;
 mod base;
 mod coupling;
+mod image;
 mod spec;
 mod transformer_flows;
 
 pub use base::BaseSpec;
+pub use image::{bits_per_dim, ImageFlowSpec};
 pub use spec::{AutoregressiveSpec, CouplingSpec, FlowSpec, PermutationKind};
 pub use transformer_flows::{TransformerFlowSpec, TransformerSpec};

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::base::BaseSpec;
+use super::image::ImageFlowSpec;
 use super::transformer_flows::TransformerFlowSpec;
 use crate::bijections::Chain;
 use crate::distributions::Distribution;
@@ -128,6 +129,11 @@ pub enum FlowSpec {
     /// Affine coupling (RealNVP).
     #[serde(rename = "realnvp")]
     RealNvp(CouplingSpec),
+    /// RealNVP's multi-scale image model.
+    #[serde(rename = "realnvp-image")]
+    RealNvpImage(ImageFlowSpec),
+    /// Glow.
+    Glow(ImageFlowSpec),
     /// Coupling layers with any element-wise transformer (e.g. NSF's splines).
     Coupling(TransformerFlowSpec),
     /// MADE-conditioned autoregressive layers with any element-wise transformer.
@@ -143,8 +149,19 @@ impl FlowSpec {
             FlowSpec::Iaf(_) => "iaf",
             FlowSpec::Nice(_) => "nice",
             FlowSpec::RealNvp(_) => "realnvp",
+            FlowSpec::RealNvpImage(_) => "realnvp-image",
+            FlowSpec::Glow(_) => "glow",
             FlowSpec::Coupling(s) => s.transformer.preset_name(false),
             FlowSpec::Autoregressive(s) => s.transformer.preset_name(true),
+        }
+    }
+
+    /// The image hyperparameters of an image preset (`realnvp-image`, `glow`): its data are
+    /// 8-bit pixel rows, dequantized in training and scored in bits per dimension.
+    pub fn image(&self) -> Option<&ImageFlowSpec> {
+        match self {
+            FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => Some(s),
+            _ => None,
         }
     }
 
@@ -154,6 +171,7 @@ impl FlowSpec {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => s.features,
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.features,
             FlowSpec::Coupling(s) | FlowSpec::Autoregressive(s) => s.features,
+            FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => s.features(),
         }
     }
 
@@ -163,6 +181,7 @@ impl FlowSpec {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => s.context_features,
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.context_features,
             FlowSpec::Coupling(s) | FlowSpec::Autoregressive(s) => s.context_features,
+            FlowSpec::RealNvpImage(_) | FlowSpec::Glow(_) => 0,
         }
     }
 
@@ -200,6 +219,7 @@ impl FlowSpec {
                 ensure_config!(s.hidden >= 1, "hidden", s.hidden, "must be at least 1");
                 s.base.validate(s.context_features)?;
             }
+            FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => s.validate()?,
             FlowSpec::Coupling(s) => s.validate(true)?,
             FlowSpec::Autoregressive(s) => s.validate(false)?,
         }
@@ -217,6 +237,8 @@ impl FlowSpec {
             FlowSpec::Iaf(s) => super::autoregressive::build(&params.pp("transform"), s, true)?,
             FlowSpec::Nice(s) => super::coupling::build(&params.pp("transform"), s, false)?,
             FlowSpec::RealNvp(s) => super::coupling::build(&params.pp("transform"), s, true)?,
+            FlowSpec::RealNvpImage(s) => super::image::build_realnvp(&params.pp("transform"), s)?,
+            FlowSpec::Glow(s) => super::image::build_glow(&params.pp("transform"), s)?,
             FlowSpec::Coupling(s) => {
                 super::transformer_flows::build_coupling(&params.pp("transform"), s)?
             }
@@ -232,6 +254,7 @@ impl FlowSpec {
             FlowSpec::Coupling(s) | FlowSpec::Autoregressive(s) => {
                 (s.features, s.context_features, &s.base)
             }
+            FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => (s.features(), 0, &s.base),
         };
         let base = base.build(&params.pp("base"), features, context)?;
         Ok((transform, base))

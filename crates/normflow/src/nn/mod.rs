@@ -1,10 +1,12 @@
 //! Neural networks used as conditioners: MLPs, masked (MADE) networks.
 
+mod conv;
 pub mod fused;
 mod linear;
 mod made;
 mod mlp;
 
+pub use conv::{ConvNet, ConvNetConfig};
 pub use linear::{linear, linear_act};
 pub use made::{Made, MadeConfig, MadeHiddenDegrees, MadeOrder};
 pub use mlp::{Activation, Mlp, MlpConfig};

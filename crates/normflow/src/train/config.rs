@@ -43,6 +43,12 @@ pub struct TrainConfig {
     /// After this many consecutive skipped steps (non-finite loss or gradient), roll back to
     /// the best state and halve the learning rate; `>= 1`.
     pub max_bad_steps: usize,
+    /// Uniform dequantization of integer data (Theis et al. 2016; e.g. 8-bit pixels): every
+    /// training batch gets fresh `u ~ U[0, 1)^D` added, drawn from `(seed, epoch, batch)` so a
+    /// resumed run sees the same noise; validation rows get one fixed draw. The model then
+    /// fits a density on `[k, k + 1)` cells whose integral lower-bounds the discrete
+    /// likelihood.
+    pub uniform_dequantization: bool,
 }
 
 impl Default for TrainConfig {
@@ -61,6 +67,7 @@ impl Default for TrainConfig {
             adam_betas: (0.9, 0.999),
             adam_eps: 1e-8,
             max_bad_steps: 10,
+            uniform_dequantization: false,
         }
     }
 }

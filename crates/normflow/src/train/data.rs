@@ -44,6 +44,21 @@ pub(crate) fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     order
 }
 
+/// Seeds of the dequantization noise differ from the split and shuffle seeds by this tag, so the
+/// noise never repeats a permutation's random stream.
+const DEQUANTIZATION_TAG: u64 = 0x6465_7175_616e_7421;
+
+/// Stream of the validation rows' one fixed dequantization draw.
+pub(crate) const VALIDATION_NOISE_STREAM: u64 = u64::MAX;
+
+/// `x + u` with `u ~ U[0, 1)` of `x`'s shape, from ChaCha8 seeded with `(seed, stream)`: the
+/// uniform dequantization of integer data (see `TrainConfig::uniform_dequantization`).
+pub(crate) fn add_uniform_noise(x: &Tensor, seed: u64, stream: u64) -> Result<Tensor> {
+    let mut rng = rng_on_stream(seed ^ DEQUANTIZATION_TAG, stream);
+    let u = crate::random::uniform(x.dims(), x.dtype(), x.device(), &mut rng)?;
+    Ok((x + u)?)
+}
+
 /// Rows `idx` of `x` (along axis 0), in that order.
 pub(crate) fn gather_rows(x: &Tensor, idx: &[usize]) -> Result<Tensor> {
     let idx = idx

@@ -7,7 +7,10 @@ use serde::Serialize;
 
 use super::adam::Adam;
 use super::config::TrainConfig;
-use super::data::{all_finite, epoch_order, gather_rows, validation_split};
+use super::data::{
+    add_uniform_noise, all_finite, epoch_order, gather_rows, validation_split,
+    VALIDATION_NOISE_STREAM,
+};
 use super::observer::{nan_as_null, Control, EpochStats, TrainObserver};
 use super::schedule::LrScheduler;
 use super::state::{Snapshot, TrainProgress, TrainState};
@@ -105,11 +108,16 @@ pub fn fit_from(
     config.validate()?;
     let (data, context) = prepare_data(train, train_context, store)?;
     let (train_idx, val_idx) = validation_split(data.dim(0)?, config)?;
-    let (train_x, val_x) = if val_idx.is_empty() {
+    let (train_x, mut val_x) = if val_idx.is_empty() {
         (data.clone(), None)
     } else {
         (gather_rows(&data, &train_idx)?, Some(gather_rows(&data, &val_idx)?))
     };
+    if config.uniform_dequantization {
+        val_x = val_x
+            .map(|v| add_uniform_noise(&v, config.seed, VALIDATION_NOISE_STREAM))
+            .transpose()?;
+    }
     let (train_c, val_c) = match &context {
         Some(c) if !val_idx.is_empty() => {
             (Some(gather_rows(c, &train_idx)?), Some(gather_rows(c, &val_idx)?))
@@ -245,7 +253,11 @@ impl Run<'_> {
         let (mut loss_sum, mut loss_rows, mut skipped) = (0.0, 0usize, 0usize);
         self.model.set_training(true);
         for (b, idx) in batches.iter().enumerate() {
-            let xb = gather_rows(&self.train_x, idx)?;
+            let mut xb = gather_rows(&self.train_x, idx)?;
+            if self.config.uniform_dequantization {
+                let stream = ((epoch as u64) << 32) | b as u64;
+                xb = add_uniform_noise(&xb, self.config.seed, stream)?;
+            }
             let cb = self.train_c.as_ref().map(|c| gather_rows(c, idx)).transpose()?;
             match self.try_step(&xb, cb.as_ref(), lr)? {
                 Some(loss) => {
