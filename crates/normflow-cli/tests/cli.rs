@@ -477,7 +477,7 @@ fn invalid_hyperparameters_name_the_flag() {
         (&["--base", "gamma"], &["--base", "gamma", "normal"]),
         (&["--n", "0"], &["--n", "0"]),
         (&["--layers", "x"], &["--layers", "x"]),
-        (&["--flow", "glow"], &["glow", "maf"]),
+        (&["--flow", "nope"], &["nope", "maf"]),
     ];
     for (flags, words) in cases {
         let mut args = vec!["train", "--data", "toy:moons", "--out", s(&out)];

@@ -1,7 +1,6 @@
 //! End-to-end tests of `normflow vi`: variational fits to the built-in targets, the model
 //! directory they write (usable by `sample`, `log-prob`, `plot`, `inspect`), and bad input.
 
-#[allow(dead_code)]
 mod common;
 
 use std::path::Path;

@@ -118,7 +118,7 @@ fn write_samples(path: &Path, model: &Model, values: &[f64], d: usize) -> Result
             write_csv(path, &names, values, d)?
         }
         _ => bail!(
-            "--out {}: use a .csv, .npy (or, for image models, .png) file name",
+            "--out {}: use a .csv or .npy file name (or .png for an image model)",
             path.display()
         ),
     }
