@@ -1,9 +1,12 @@
 //! The flow architecture flags shared by the commands that build a flow (`train`, ...):
-//! `--flow`, `--layers`, `--hidden`, `--blocks`, `--activation`, `--batch-norm`, `--base`.
+//! `--flow`, `--layers`, `--hidden`, `--blocks`, `--activation`, `--batch-norm`, `--base`, and
+//! the spline flags `--bins`, `--bound`.
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use normflow::flows::{AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec};
+use normflow::flows::{
+    AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec, TransformerFlowSpec, TransformerSpec,
+};
 use normflow::nn::Activation;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +23,10 @@ pub enum Family {
     Made,
     /// Inverse autoregressive flow (fast sampling, sequential density).
     Iaf,
+    /// Neural spline flow: rational-quadratic spline couplings (Durkan et al. 2019).
+    Nsf,
+    /// Autoregressive neural spline flow: rational-quadratic splines conditioned by MADEs.
+    NsfAr,
 }
 
 /// Hidden-layer non-linearities.
@@ -59,6 +66,13 @@ pub struct FlowArgs {
     /// Base distribution: normal, diag (learnable diagonal normal) or mixture:K.
     #[arg(long, default_value = "normal")]
     pub base: String,
+    /// Spline flows (nsf, nsf-ar): number of bins [default: 8].
+    #[arg(long)]
+    pub bins: Option<usize>,
+    /// Spline flows (nsf, nsf-ar): the spline acts on [-bound, bound] of the standardized data,
+    /// the identity outside [default: 3].
+    #[arg(long, allow_negative_numbers = true)]
+    pub bound: Option<f64>,
 }
 
 /// The base distribution named by `--base`; `conditional` only for a model with context columns.
@@ -87,7 +101,7 @@ impl FlowArgs {
             Act::Silu => Activation::Silu,
             Act::Elu => Activation::Elu,
         };
-        if matches!(args.flow, Family::Nice | Family::Realnvp) && features < 2 {
+        if matches!(args.flow, Family::Nice | Family::Realnvp | Family::Nsf) && features < 2 {
             let flow = args.flow.to_possible_value().map(|v| v.get_name().to_string());
             bail!(
                 "--flow {} needs at least 2 data columns (its coupling layers split them in two); \
@@ -116,12 +130,40 @@ impl FlowArgs {
             base,
             ..CouplingSpec::new(features)
         };
+        let transformer_base = coupling.base.clone();
+        let transformer_flow = |transformer: TransformerSpec| TransformerFlowSpec {
+            context_features: context,
+            layers: args.layers,
+            hidden: args.hidden,
+            blocks: args.blocks,
+            activation,
+            batch_norm: args.batch_norm,
+            base: transformer_base.clone(),
+            ..TransformerFlowSpec::new(features, transformer)
+        };
+        let spline = matches!(args.flow, Family::Nsf | Family::NsfAr);
+        for (flag, given) in [("--bins", args.bins.is_some()), ("--bound", args.bound.is_some())] {
+            if given && !spline {
+                bail!("{flag} applies to the spline flows only (--flow nsf or nsf-ar)");
+            }
+        }
+        let bins = args.bins.unwrap_or(8);
+        if !(2..=4096).contains(&bins) {
+            bail!("--bins {bins}: must be between 2 and 4096");
+        }
+        let bound = args.bound.unwrap_or(3.0);
+        if !(bound.is_finite() && bound > 0.0) {
+            bail!("--bound {bound}: must be a positive finite number");
+        }
+        let rq = TransformerSpec::rational_quadratic(bins, bound);
         let spec = match args.flow {
             Family::Maf => FlowSpec::Maf(ar),
             Family::Iaf => FlowSpec::Iaf(ar),
             Family::Made => FlowSpec::Made(AutoregressiveSpec { layers: 1, ..ar }),
             Family::Nice => FlowSpec::Nice(coupling),
             Family::Realnvp => FlowSpec::RealNvp(coupling),
+            Family::Nsf => FlowSpec::Coupling(transformer_flow(rq)),
+            Family::NsfAr => FlowSpec::Autoregressive(transformer_flow(rq)),
         };
         spec.validate()?;
         Ok(spec)

@@ -25,6 +25,9 @@ mod elementwise_affine;
 mod inverse;
 mod lu_linear;
 mod permutation;
+mod rq_fused;
+mod rq_kernel;
+mod rq_spline;
 mod sigmoid;
 mod support;
 mod transformer;
@@ -41,6 +44,7 @@ pub use elementwise_affine::ElementwiseAffine;
 pub use inverse::Inverse;
 pub use lu_linear::LuLinear;
 pub use permutation::Permutation;
+pub use rq_spline::{CircularRationalQuadraticSpline, RationalQuadraticSpline, RqSplineConfig};
 pub use sigmoid::{Logit, Sigmoid};
 pub use support::{Support, SupportMap};
 pub use transformer::{
