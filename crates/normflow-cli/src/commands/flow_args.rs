@@ -70,7 +70,7 @@ pub struct FlowArgs {
     #[arg(long)]
     pub bins: Option<usize>,
     /// Spline flows (nsf, nsf-ar): the spline acts on [-bound, bound] of the standardized data,
-    /// the identity outside [default: 3].
+    /// the identity outside [default: 5].
     #[arg(long, allow_negative_numbers = true)]
     pub bound: Option<f64>,
 }
@@ -151,7 +151,7 @@ impl FlowArgs {
         if !(2..=4096).contains(&bins) {
             bail!("--bins {bins}: must be between 2 and 4096");
         }
-        let bound = args.bound.unwrap_or(3.0);
+        let bound = args.bound.unwrap_or(5.0);
         if !(bound.is_finite() && bound > 0.0) {
             bail!("--bound {bound}: must be a positive finite number");
         }

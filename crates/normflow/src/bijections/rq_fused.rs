@@ -76,7 +76,7 @@ fn dims(g: &Geometry, l1: &Layout, l2: &Layout) -> candle_core::Result<(usize, u
 
 fn forward_run<T: Real>(g: &Geometry, v: &[T], raw: &[T], inverse: bool) -> Vec<T> {
     let p = g.params_per_feature();
-    let mut knots = Knots::new(g.bins);
+    let mut knots = Knots::new(g);
     let mut buf = vec![0.0; p];
     let n = v.len();
     let mut out = vec![T::from_f64(0.0); 2 * n];
@@ -145,7 +145,7 @@ struct SplineGradOp(SplineOp);
 
 fn backward_run<T: Real>(g: &Geometry, v: &[T], raw: &[T], grad: &[T], inverse: bool) -> Vec<T> {
     let p = g.params_per_feature();
-    let mut knots = Knots::new(g.bins);
+    let mut knots = Knots::new(g);
     let mut buf = vec![0.0; p];
     let mut g_raw = vec![0.0; p];
     let n = v.len();

@@ -77,20 +77,22 @@ pub(crate) fn sigmoid(u: f64) -> f64 {
     }
 }
 
-/// The knots of one element, and what their backward needs (softmax probabilities, softplus
-/// slopes). Buffers are reused across elements.
+/// The knots of one element, and what their backward needs (softmax probabilities, the raw
+/// derivative parameters). Buffers are reused across elements. Only the two derivatives of an
+/// element's bin are ever computed: softplus is the costliest part of the knots.
 #[derive(Debug, Clone)]
 pub(crate) struct Knots {
     /// `K + 1` knot positions `x_0 = -B < ... < x_K = B`.
     pub xs: Vec<f64>,
     /// `K + 1` knot values `y_0 = -B < ... < y_K = B`.
     pub ys: Vec<f64>,
-    /// `K + 1` derivatives at the knots.
-    pub ds: Vec<f64>,
     pw: Vec<f64>,
     ph: Vec<f64>,
-    /// `sigmoid(u + c)` for each raw derivative parameter (indexed like the knots).
-    sd: Vec<f64>,
+    /// The raw derivative parameters plus the offset `c`.
+    ud: Vec<f64>,
+    offset: f64,
+    min_derivative: f64,
+    circular: bool,
 }
 
 /// The six per-element quantities the map depends on, in this order.
@@ -147,14 +149,17 @@ fn bin(locs: &[f64], v: f64) -> usize {
 }
 
 impl Knots {
-    pub fn new(bins: usize) -> Self {
+    pub fn new(g: &Geometry) -> Self {
+        let bins = g.bins;
         Self {
             xs: vec![0.0; bins + 1],
             ys: vec![0.0; bins + 1],
-            ds: vec![0.0; bins + 1],
             pw: vec![0.0; bins],
             ph: vec![0.0; bins],
-            sd: vec![0.0; bins + 1],
+            ud: vec![0.0; g.params_per_feature() - 2 * bins],
+            offset: g.derivative_offset(),
+            min_derivative: g.min_derivative,
+            circular: g.circular,
         }
     }
 
@@ -166,20 +171,30 @@ impl Knots {
         softmax_into(&raw[k..2 * k], &mut self.ph);
         cumulate(&self.pw, g.min_bin_width, g.bound, &mut self.xs);
         cumulate(&self.ph, g.min_bin_height, g.bound, &mut self.ys);
-        let c = g.derivative_offset();
-        let first = if g.circular { 0 } else { 1 };
-        for j in first..k {
-            let u = raw[2 * k + j - first] + c;
-            self.ds[j] = g.min_derivative + softplus(u);
-            self.sd[j] = sigmoid(u);
+        for (u, r) in self.ud.iter_mut().zip(&raw[2 * k..]) {
+            *u = r + self.offset;
         }
-        if g.circular {
-            self.ds[k] = self.ds[0];
+    }
+
+    /// The index into `ud` of knot `j`'s derivative parameter, `None` for the bounded spline's
+    /// fixed ends.
+    fn derivative_index(&self, j: usize) -> Option<usize> {
+        let k = self.xs.len() - 1;
+        if self.circular {
+            Some(j % k)
+        } else if j >= 1 && j < k {
+            Some(j - 1)
         } else {
-            // Unit boundary derivatives make the linear (identity) tails continue the spline
-            // with a continuous derivative.
-            self.ds[0] = 1.0;
-            self.ds[k] = 1.0;
+            None
+        }
+    }
+
+    /// `d_j`: `m_d + softplus(u_j + c)`; 1 at the bounded spline's ends, whose unit derivatives
+    /// make the identity tails continue the spline with a continuous derivative.
+    fn derivative(&self, j: usize) -> f64 {
+        match self.derivative_index(j) {
+            Some(i) => self.min_derivative + softplus(self.ud[i]),
+            None => 1.0,
         }
     }
 
@@ -189,8 +204,8 @@ impl Knots {
         q[W] = self.xs[k + 1] - self.xs[k];
         q[YK] = self.ys[k];
         q[H] = self.ys[k + 1] - self.ys[k];
-        q[D0] = self.ds[k];
-        q[D1] = self.ds[k + 1];
+        q[D0] = self.derivative(k);
+        q[D1] = self.derivative(k + 1);
         q
     }
 
@@ -204,7 +219,7 @@ impl Knots {
         let den = s + (d0 + d1 - 2.0 * s) * t;
         let y = q[YK] + h * (s * theta * theta + d0 * t) / den;
         let m = d1 * theta * theta + 2.0 * s * t + d0 * (1.0 - theta) * (1.0 - theta);
-        (y, 2.0 * s.ln() + m.ln() - 2.0 * den.ln())
+        (y, (s * s * m / (den * den)).ln())
     }
 
     /// The inverse `x` at `y` inside `[y_0, y_K]`, from the numerically stable root
@@ -282,11 +297,8 @@ impl Knots {
         Self::knot_grad(&self.pw, g.min_bin_width, g.bound, &knots_x, &mut out[..bins]);
         Self::knot_grad(&self.ph, g.min_bin_height, g.bound, &knots_y, &mut out[bins..2 * bins]);
         for (j, gd) in [(k, gq[D0]), (k + 1, gq[D1])] {
-            if g.circular {
-                let j = j % bins;
-                out[2 * bins + j] += gd * self.sd[j];
-            } else if j >= 1 && j < bins {
-                out[2 * bins + j - 1] += gd * self.sd[j];
+            if let Some(i) = self.derivative_index(j) {
+                out[2 * bins + i] += gd * sigmoid(self.ud[i]);
             }
         }
     }
