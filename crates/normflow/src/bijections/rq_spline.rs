@@ -427,6 +427,50 @@ mod tests {
         Ok(())
     }
 
+    /// The circular spline fixes +-pi, has equal derivatives there (a diffeomorphism of the
+    /// circle), and commutes with shifts by 2 pi.
+    #[test]
+    fn circular_spline_is_a_circle_diffeomorphism() -> Result<()> {
+        let spline = CircularRationalQuadraticSpline::new(RqSplineConfig::new(6))?;
+        let eps = 1e-9;
+        let x = Tensor::new(
+            &[[-PI, PI, -PI + eps, PI - eps, 0.7, 0.7 + 2.0 * PI, 0.7 - 6.0 * PI]],
+            &Device::Cpu,
+        )?
+        .t()?
+        .contiguous()?;
+        let raw = standard_normal((7, 1, 18), DType::F64, &Device::Cpu, &mut rng_from_seed(8))?;
+        // One element's parameters for every input.
+        let raw = raw.narrow(0, 0, 1)?.broadcast_as((7, 1, 18))?.contiguous()?;
+        let (y, l) = spline.forward(&x, &raw)?;
+        let (y, l) = (flat(&y)?, flat(&l)?);
+        assert!((y[0] + PI).abs() < 1e-12 && (y[1] - PI).abs() < 1e-12, "{y:?}");
+        assert!((l[2] - l[3]).abs() < 1e-6, "end derivatives differ: {l:?}");
+        assert!(l[2].abs() > 1e-3, "the test point has a non-unit end derivative: {l:?}");
+        for (i, k) in [(5, 1.0), (6, -3.0)] {
+            assert!((y[i] - y[4] - k * 2.0 * PI).abs() < 1e-9, "{y:?}");
+            assert!((l[i] - l[4]).abs() < 1e-9, "{l:?}");
+        }
+        Ok(())
+    }
+
+    /// Dtypes the fused op does not take run the unfused composition.
+    #[test]
+    fn half_precision_runs_the_unfused_composition() -> Result<()> {
+        let spline = RationalQuadraticSpline::new(3.0, RqSplineConfig::new(4))?;
+        let x = inputs(4, DType::F64, 9)?;
+        let raw =
+            standard_normal((x.dim(0)?, 3, 11), DType::F64, &Device::Cpu, &mut rng_from_seed(1))?;
+        let (y64, _) = spline.forward(&x, &raw)?;
+        let (y16, l16) = spline.forward(&x.to_dtype(DType::BF16)?, &raw.to_dtype(DType::BF16)?)?;
+        assert_eq!(y16.dtype(), DType::BF16);
+        assert!(flat(&l16)?.iter().all(|v| v.is_finite()));
+        for (a, b) in flat(&y64)?.iter().zip(flat(&y16)?) {
+            assert!((a - b).abs() <= 0.05 * a.abs().max(1.0), "{a} vs {b}");
+        }
+        Ok(())
+    }
+
     #[test]
     fn invalid_hyperparameters_are_config_errors() {
         for (bound, config) in [
