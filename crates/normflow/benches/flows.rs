@@ -5,11 +5,13 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use normflow::bijections::{
     alternating_mask, AffineCoupling, Bijection, CouplingConfig, MafLayerConfig,
-    MaskedAffineAutoregressive,
+    MaskedAffineAutoregressive, RationalQuadraticSpline, RqSplineConfig, Transformer,
 };
 use normflow::candle::{DType, Device, Tensor};
 use normflow::distributions::Distribution;
-use normflow::flows::{AutoregressiveSpec, CouplingSpec, FlowSpec};
+use normflow::flows::{
+    AutoregressiveSpec, CouplingSpec, FlowSpec, TransformerFlowSpec, TransformerSpec,
+};
 use normflow::inference::without_gradients;
 use normflow::model::Model;
 use normflow::nn::fused::{bias_act, unfused, FusedActivation};
@@ -80,6 +82,51 @@ fn layers(c: &mut Criterion) {
     g.finish();
 }
 
+/// The rational-quadratic spline alone (8 bins, batch 512 x 8 features), forward + backward
+/// and inverse, as the fused custom op and as the unfused composition of tensor ops.
+/// `cargo bench -p normflow --bench flows -- nsf_layer`.
+fn nsf_layer(c: &mut Criterion) {
+    let spline = RationalQuadraticSpline::new(3.0, RqSplineConfig::new(8)).expect("valid spline");
+    let p = spline.params_per_feature();
+    let mut rng = normflow::random::rng_from_seed(2);
+    let x = normflow::candle::Var::from_tensor(&normal(512, FEATURES).affine(2.0, 0.0).expect("x"))
+        .expect("var");
+    let raw = normflow::candle::Var::from_tensor(
+        &normflow::random::standard_normal((512, FEATURES, p), DType::F32, &Device::Cpu, &mut rng)
+            .expect("raw"),
+    )
+    .expect("var");
+    let mut g = c.benchmark_group("nsf_layer: rq spline 512 x 8, 8 bins");
+    g.throughput(Throughput::Elements(512));
+    for (name, fused) in [("fused", true), ("unfused", false)] {
+        g.bench_function(format!("forward+backward, {name}"), |b| {
+            b.iter(|| {
+                let (y, l) = if fused {
+                    spline.forward(x.as_tensor(), raw.as_tensor())
+                } else {
+                    spline.forward_unfused(x.as_tensor(), raw.as_tensor())
+                }
+                .expect("spline");
+                let loss = (y.sum_all().expect("sum") + l.sum_all().expect("sum")).expect("add");
+                loss.backward().expect("backward")
+            })
+        });
+        g.bench_function(format!("inverse, {name}"), |b| {
+            b.iter(|| {
+                without_gradients(|| {
+                    if fused {
+                        spline.inverse(x.as_tensor(), raw.as_tensor())
+                    } else {
+                        spline.inverse_unfused(x.as_tensor(), raw.as_tensor())
+                    }
+                })
+                .expect("inverse")
+            })
+        });
+    }
+    g.finish();
+}
+
 fn presets() -> Vec<(&'static str, FlowSpec)> {
     vec![
         (
@@ -98,6 +145,15 @@ fn presets() -> Vec<(&'static str, FlowSpec)> {
                 hidden: HIDDEN,
                 blocks: 2,
                 ..CouplingSpec::new(FEATURES)
+            }),
+        ),
+        (
+            "nsf",
+            FlowSpec::Coupling(TransformerFlowSpec {
+                layers: 5,
+                hidden: HIDDEN,
+                blocks: 2,
+                ..TransformerFlowSpec::new(FEATURES, TransformerSpec::rational_quadratic(8, 3.0))
             }),
         ),
     ]
@@ -133,5 +189,5 @@ fn steps(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, matmul, layers, steps);
+criterion_group!(benches, matmul, layers, nsf_layer, steps);
 criterion_main!(benches);

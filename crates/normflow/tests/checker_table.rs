@@ -26,6 +26,11 @@ enum Domain {
     Positive,
     /// Inputs inside the open simplex (positive, sum below 1); edge inputs at its corners.
     Simplex,
+    /// Standard normal inputs (scaled by 2, so some fall outside a spline's interval `[-B, B]`
+    /// with B = 2); edge inputs at exactly `+-B` and at `+-1e4` (the linear tails).
+    Tails(f64),
+    /// Angles: uniform on `[-pi, pi]`, edge inputs at `+-pi` and at `+-1e4`.
+    Circle,
 }
 
 struct Case {
@@ -57,6 +62,22 @@ impl Case {
         self.domain = Domain::Simplex;
         self
     }
+    fn tails(mut self, bound: f64) -> Self {
+        self.domain = Domain::Tails(bound);
+        self
+    }
+    fn circle(mut self) -> Self {
+        self.domain = Domain::Circle;
+        self
+    }
+}
+
+fn rq(bins: usize) -> Arc<dyn Transformer> {
+    Arc::new(RationalQuadraticSpline::new(2.0, RqSplineConfig::new(bins)).expect("valid spline"))
+}
+
+fn circular_rq(bins: usize) -> Arc<dyn Transformer> {
+    Arc::new(CircularRationalQuadraticSpline::new(RqSplineConfig::new(bins)).expect("valid spline"))
 }
 
 fn boxed(b: impl Bijection + 'static) -> Result<Box<dyn Bijection>> {
@@ -203,6 +224,39 @@ fn cases() -> Vec<Case> {
             )?));
             boxed(flow.build())
         }),
+        case("element-wise rq spline", &[3], |p| boxed(ElementwiseTransformer::new(p, 3, rq(5))?))
+            .tails(2.0),
+        case("rq spline coupling (nsf)", &[4], |p| {
+            boxed(TransformerCoupling::new(
+                p,
+                &CouplingConfig::new(alternating_mask(4, 0), vec![8]),
+                rq(4),
+            )?)
+        })
+        .tails(2.0),
+        case("rq spline autoregressive (nsf-ar), context", &[3], |p| {
+            let c = MafLayerConfig { context_features: 2, ..maf(3) };
+            boxed(TransformerAutoregressive::new(p, &c, rq(4))?)
+        })
+        .context(2)
+        .tails(2.0),
+        case("element-wise circular rq spline", &[3], |p| {
+            boxed(ElementwiseTransformer::new(p, 3, circular_rq(5))?)
+        })
+        .circle(),
+        case("circular rq spline coupling, context", &[3], |p| {
+            let c = CouplingConfig {
+                context_features: 2,
+                ..CouplingConfig::new(alternating_mask(3, 1), vec![8])
+            };
+            boxed(TransformerCoupling::new(p, &c, circular_rq(4))?)
+        })
+        .context(2)
+        .circle(),
+        case("circular rq spline autoregressive", &[3], |p| {
+            boxed(TransformerAutoregressive::new(p, &maf(3), circular_rq(4))?)
+        })
+        .circle(),
         case("sigmoid", &[3], |_| boxed(Sigmoid::new())),
         case("logit", &[3], |_| boxed(Logit::new(0.05)?)).unit_interval(),
         case("support: positive", &[3], |_| boxed(Support::Positive.map()?.expect("map")))
@@ -227,6 +281,11 @@ fn inputs(case: &Case, batch: usize, seed: u64) -> Result<(Tensor, Option<Tensor
     shape.extend(&case.event);
     let x = match case.domain {
         Domain::Real => normflow::random::standard_normal(shape, DType::F64, &dev, &mut rng)?,
+        Domain::Tails(_) => {
+            (normflow::random::standard_normal(shape, DType::F64, &dev, &mut rng)? * 2.0)?
+        }
+        Domain::Circle => normflow::random::uniform(shape, DType::F64, &dev, &mut rng)?
+            .affine(2.0 * std::f64::consts::PI, -std::f64::consts::PI)?,
         Domain::UnitInterval => {
             normflow::random::uniform(shape, DType::F64, &dev, &mut rng)?.affine(0.9, 0.05)?
         }
@@ -252,6 +311,11 @@ fn edge_options(case: &Case) -> Result<CheckOptions> {
     let d: usize = case.event.iter().product();
     let edges = match case.domain {
         Domain::Real => None,
+        Domain::Tails(b) => Some([vec![b; d], vec![-b; d], vec![1e4; d], vec![-1e4; d]].concat()),
+        Domain::Circle => {
+            let pi = std::f64::consts::PI;
+            Some([vec![pi; d], vec![-pi; d], vec![1e4; d], vec![-1e4; d]].concat())
+        }
         Domain::UnitInterval => Some([vec![0.0; d], vec![1.0; d]].concat()),
         Domain::Positive => Some([vec![1e-9; d], vec![1e3; d]].concat()),
         Domain::Simplex => {
@@ -261,11 +325,13 @@ fn edge_options(case: &Case) -> Result<CheckOptions> {
         }
     };
     if let Some(values) = edges {
-        let mut shape = vec![2];
+        let rows = values.len() / d;
+        let mut shape = vec![rows];
         shape.extend(&case.event);
         opts.edge_inputs = Some(Tensor::from_vec(values, shape, &Device::Cpu)?);
         if case.context > 0 {
-            opts.edge_context = Some(Tensor::zeros((2, case.context), DType::F64, &Device::Cpu)?);
+            opts.edge_context =
+                Some(Tensor::zeros((rows, case.context), DType::F64, &Device::Cpu)?);
         }
     }
     Ok(opts)

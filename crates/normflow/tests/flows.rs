@@ -53,7 +53,11 @@ fn presets(features: usize, context: usize) -> Vec<FlowSpec> {
         blocks: 2,
         ..TransformerFlowSpec::new(features, transformer)
     };
-    let transformers = vec![TransformerSpec::Affine];
+    let transformers = vec![
+        TransformerSpec::Affine,
+        TransformerSpec::rational_quadratic(4, 3.0),
+        TransformerSpec::circular_rational_quadratic(4),
+    ];
     for transformer in transformers {
         specs.push(FlowSpec::Coupling(transformer_flow(transformer.clone())));
         specs.push(FlowSpec::Autoregressive(transformer_flow(transformer.clone())));
@@ -207,6 +211,20 @@ fn invalid_specs_are_rejected_with_the_parameter_named() {
                 ..AutoregressiveSpec::new(2)
             }),
             "conditional",
+        ),
+        (
+            FlowSpec::Coupling(TransformerFlowSpec::new(
+                2,
+                TransformerSpec::rational_quadratic(1, 3.0),
+            )),
+            "bins",
+        ),
+        (
+            FlowSpec::Autoregressive(TransformerFlowSpec::new(
+                2,
+                TransformerSpec::rational_quadratic(8, -1.0),
+            )),
+            "bound",
         ),
     ];
     for (spec, word) in cases {

@@ -1,9 +1,13 @@
 //! The flow architecture flags shared by the commands that build a flow (`train`, ...):
-//! `--flow`, `--layers`, `--hidden`, `--blocks`, `--activation`, `--batch-norm`, `--base`.
+//! `--flow`, `--layers`, `--hidden`, `--blocks`, `--activation`, `--batch-norm`, `--base`, and
+//! the spline flags `--bins`, `--bound`.
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use normflow::flows::{AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec, ImageFlowSpec};
+use normflow::flows::{
+    AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec, ImageFlowSpec, TransformerFlowSpec,
+    TransformerSpec,
+};
 use normflow::nn::Activation;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +28,10 @@ pub enum Family {
     Glow,
     /// RealNVP's multi-scale model on 8-bit images (see --image-shape, --levels).
     RealnvpImage,
+    /// Neural spline flow: rational-quadratic spline couplings (Durkan et al. 2019).
+    Nsf,
+    /// Autoregressive neural spline flow: rational-quadratic splines conditioned by MADEs.
+    NsfAr,
 }
 
 /// Hidden-layer non-linearities.
@@ -72,6 +80,13 @@ pub struct FlowArgs {
     /// factors out half the channels).
     #[arg(long, default_value_t = 2)]
     pub levels: usize,
+    /// Spline flows (nsf, nsf-ar): number of bins [default: 8].
+    #[arg(long)]
+    pub bins: Option<usize>,
+    /// Spline flows (nsf, nsf-ar): the spline acts on [-bound, bound] of the standardized data,
+    /// the identity outside [default: 5].
+    #[arg(long, allow_negative_numbers = true)]
+    pub bound: Option<f64>,
 }
 
 /// The base distribution named by `--base`; `conditional` only for a model with context columns.
@@ -130,7 +145,7 @@ impl FlowArgs {
             Act::Silu => Activation::Silu,
             Act::Elu => Activation::Elu,
         };
-        if matches!(args.flow, Family::Nice | Family::Realnvp) && features < 2 {
+        if matches!(args.flow, Family::Nice | Family::Realnvp | Family::Nsf) && features < 2 {
             let flow = args.flow.to_possible_value().map(|v| v.get_name().to_string());
             bail!(
                 "--flow {} needs at least 2 data columns (its coupling layers split them in two); \
@@ -172,6 +187,32 @@ impl FlowArgs {
                 ..ImageFlowSpec::new(c, h, w)
             })
         };
+        let transformer_base = coupling.base.clone();
+        let transformer_flow = |transformer: TransformerSpec| TransformerFlowSpec {
+            context_features: context,
+            layers: args.layers,
+            hidden: args.hidden,
+            blocks: args.blocks,
+            activation,
+            batch_norm: args.batch_norm,
+            base: transformer_base.clone(),
+            ..TransformerFlowSpec::new(features, transformer)
+        };
+        let spline = matches!(args.flow, Family::Nsf | Family::NsfAr);
+        for (flag, given) in [("--bins", args.bins.is_some()), ("--bound", args.bound.is_some())] {
+            if given && !spline {
+                bail!("{flag} applies to the spline flows only (--flow nsf or nsf-ar)");
+            }
+        }
+        let bins = args.bins.unwrap_or(8);
+        if !(2..=4096).contains(&bins) {
+            bail!("--bins {bins}: must be between 2 and 4096");
+        }
+        let bound = args.bound.unwrap_or(5.0);
+        if !(bound.is_finite() && bound > 0.0) {
+            bail!("--bound {bound}: must be a positive finite number");
+        }
+        let rq = TransformerSpec::rational_quadratic(bins, bound);
         let spec = match args.flow {
             Family::Glow => FlowSpec::Glow(image()?),
             Family::RealnvpImage => FlowSpec::RealNvpImage(image()?),
@@ -180,6 +221,8 @@ impl FlowArgs {
             Family::Made => FlowSpec::Made(AutoregressiveSpec { layers: 1, ..ar }),
             Family::Nice => FlowSpec::Nice(coupling),
             Family::Realnvp => FlowSpec::RealNvp(coupling),
+            Family::Nsf => FlowSpec::Coupling(transformer_flow(rq)),
+            Family::NsfAr => FlowSpec::Autoregressive(transformer_flow(rq)),
         };
         spec.validate()?;
         Ok(spec)

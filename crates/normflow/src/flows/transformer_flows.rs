@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 use super::base::BaseSpec;
 use super::spec::PermutationKind;
 use crate::bijections::{
-    alternating_mask, AffineTransformer, BatchNorm, Bijection, Chain, CouplingConfig, Inverse,
-    MafLayerConfig, Permutation, Transformer, TransformerAutoregressive, TransformerCoupling,
+    alternating_mask, AffineTransformer, BatchNorm, Bijection, Chain,
+    CircularRationalQuadraticSpline, CouplingConfig, Inverse, MafLayerConfig, Permutation,
+    RationalQuadraticSpline, RqSplineConfig, Transformer, TransformerAutoregressive,
+    TransformerCoupling,
 };
 use crate::nn::Activation;
 use crate::params::Params;
@@ -22,22 +24,114 @@ pub enum TransformerSpec {
     /// `y = x exp(s) + t` (the MAF / RealNVP map; see
     /// [`AffineTransformer`](crate::bijections::AffineTransformer)).
     Affine,
+    /// The rational-quadratic spline of neural spline flows on `[-bound, bound]` with identity
+    /// tails (see [`RationalQuadraticSpline`]); presets `nsf` and `nsf-ar`.
+    RationalQuadratic {
+        /// Number of bins K.
+        #[serde(default = "default_bins")]
+        bins: usize,
+        /// Half-width B of the spline's interval (the data are standardized: 3 to 5).
+        #[serde(default = "default_bound")]
+        bound: f64,
+        /// Smallest bin width, as a fraction of the interval.
+        #[serde(default = "default_minimum")]
+        min_bin_width: f64,
+        /// Smallest bin height, as a fraction of the interval.
+        #[serde(default = "default_minimum")]
+        min_bin_height: f64,
+        /// Smallest derivative at a knot.
+        #[serde(default = "default_minimum")]
+        min_derivative: f64,
+    },
+    /// The circular rational-quadratic spline for angles on `[-pi, pi]` (see
+    /// [`CircularRationalQuadraticSpline`]); presets `nsf-circular` and `nsf-circular-ar`.
+    CircularRationalQuadratic {
+        /// Number of bins K.
+        #[serde(default = "default_bins")]
+        bins: usize,
+        /// Smallest bin width, as a fraction of the circle.
+        #[serde(default = "default_minimum")]
+        min_bin_width: f64,
+        /// Smallest bin height, as a fraction of the circle.
+        #[serde(default = "default_minimum")]
+        min_bin_height: f64,
+        /// Smallest derivative at a knot.
+        #[serde(default = "default_minimum")]
+        min_derivative: f64,
+    },
+}
+
+fn default_bins() -> usize {
+    8
+}
+
+/// The data are standardized; 5 rather than 3 because heavy-tailed columns (protein has a column
+/// reaching 51 standard deviations) otherwise leave many rows on the identity tails: on protein,
+/// NSF's test log-likelihood was about 0.25 nats/row better with 5 (docs/NONAFFINE.md).
+fn default_bound() -> f64 {
+    5.0
+}
+
+fn default_minimum() -> f64 {
+    1e-3
 }
 
 impl TransformerSpec {
     /// Checks the hyperparameters, naming the first invalid one.
     pub fn validate(&self) -> Result<()> {
-        match self {
-            TransformerSpec::Affine => Ok(()),
+        self.build_unchecked().map(|_| ())
+    }
+
+    /// The rational-quadratic spline of neural spline flows with `bins` bins on `[-bound,
+    /// bound]` and nflows' minimum width, height and derivative.
+    pub fn rational_quadratic(bins: usize, bound: f64) -> Self {
+        TransformerSpec::RationalQuadratic {
+            bins,
+            bound,
+            min_bin_width: default_minimum(),
+            min_bin_height: default_minimum(),
+            min_derivative: default_minimum(),
         }
+    }
+
+    /// The circular rational-quadratic spline with `bins` bins and nflows' minimums.
+    pub fn circular_rational_quadratic(bins: usize) -> Self {
+        TransformerSpec::CircularRationalQuadratic {
+            bins,
+            min_bin_width: default_minimum(),
+            min_bin_height: default_minimum(),
+            min_derivative: default_minimum(),
+        }
+    }
+
+    fn build_unchecked(&self) -> Result<Arc<dyn Transformer>> {
+        Ok(match *self {
+            TransformerSpec::Affine => Arc::new(AffineTransformer),
+            TransformerSpec::RationalQuadratic {
+                bins,
+                bound,
+                min_bin_width,
+                min_bin_height,
+                min_derivative,
+            } => {
+                let config = RqSplineConfig { bins, min_bin_width, min_bin_height, min_derivative };
+                Arc::new(RationalQuadraticSpline::new(bound, config)?)
+            }
+            TransformerSpec::CircularRationalQuadratic {
+                bins,
+                min_bin_width,
+                min_bin_height,
+                min_derivative,
+            } => {
+                let config = RqSplineConfig { bins, min_bin_width, min_bin_height, min_derivative };
+                Arc::new(CircularRationalQuadraticSpline::new(config)?)
+            }
+        })
     }
 
     /// The transformer this spec describes.
     pub fn build(&self) -> Result<Arc<dyn Transformer>> {
-        self.validate()?;
-        Ok(match self {
-            TransformerSpec::Affine => Arc::new(AffineTransformer),
-        })
+        self.build_unchecked()
     }
 
     /// The preset name of a flow with this transformer, as the CLI's `--flow` spells it.
@@ -45,6 +139,10 @@ impl TransformerSpec {
         match (self, autoregressive) {
             (TransformerSpec::Affine, false) => "affine-coupling",
             (TransformerSpec::Affine, true) => "affine-autoregressive",
+            (TransformerSpec::RationalQuadratic { .. }, false) => "nsf",
+            (TransformerSpec::RationalQuadratic { .. }, true) => "nsf-ar",
+            (TransformerSpec::CircularRationalQuadratic { .. }, false) => "nsf-circular",
+            (TransformerSpec::CircularRationalQuadratic { .. }, true) => "nsf-circular-ar",
         }
     }
 }
