@@ -2,7 +2,6 @@
 //! `--bound`, through train, eval, sample and plot.
 
 // Not every helper is used here.
-#[allow(dead_code)]
 mod common;
 
 use common::*;
