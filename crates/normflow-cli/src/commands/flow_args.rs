@@ -1,9 +1,12 @@
 //! The flow architecture flags shared by the commands that build a flow (`train`, ...):
-//! `--flow`, `--layers`, `--hidden`, `--blocks`, `--activation`, `--batch-norm`, `--base`.
+//! `--flow`, `--layers`, `--hidden`, `--blocks`, `--activation`, `--batch-norm`, `--base`,
+//! `--bins`, `--bound`.
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use normflow::flows::{AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec};
+use normflow::flows::{
+    AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec, TransformerFlowSpec, TransformerSpec,
+};
 use normflow::nn::Activation;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +23,32 @@ pub enum Family {
     Made,
     /// Inverse autoregressive flow (fast sampling, sequential density).
     Iaf,
+    /// Coupling flow with piecewise-linear splines (Müller et al. 2019).
+    LinearSpline,
+    /// Autoregressive flow with piecewise-linear splines.
+    LinearSplineAr,
+    /// Coupling flow with piecewise-quadratic splines (Müller et al. 2019).
+    QuadraticSpline,
+    /// Autoregressive flow with piecewise-quadratic splines.
+    QuadraticSplineAr,
+    /// Coupling flow with monotone cubic splines (Durkan et al. 2019, "Cubic-Spline Flows").
+    Cubic,
+    /// Autoregressive flow with monotone cubic splines.
+    CubicAr,
+}
+
+impl Family {
+    /// Whether the family's layers are couplings (they need at least 2 data columns).
+    fn is_coupling(self) -> bool {
+        matches!(
+            self,
+            Family::Nice
+                | Family::Realnvp
+                | Family::LinearSpline
+                | Family::QuadraticSpline
+                | Family::Cubic
+        )
+    }
 }
 
 /// Hidden-layer non-linearities.
@@ -59,6 +88,13 @@ pub struct FlowArgs {
     /// Base distribution: normal, diag (learnable diagonal normal) or mixture:K.
     #[arg(long, default_value = "normal")]
     pub base: String,
+    /// Spline families: number of bins.
+    #[arg(long, default_value_t = 8)]
+    pub bins: usize,
+    /// Spline families: half-width B of the interval [-B, B] the spline acts on (identity
+    /// outside; the data are standardized first).
+    #[arg(long, default_value_t = 3.0)]
+    pub bound: f64,
 }
 
 /// The base distribution named by `--base`; `conditional` only for a model with context columns.
@@ -87,7 +123,7 @@ impl FlowArgs {
             Act::Silu => Activation::Silu,
             Act::Elu => Activation::Elu,
         };
-        if matches!(args.flow, Family::Nice | Family::Realnvp) && features < 2 {
+        if args.flow.is_coupling() && features < 2 {
             let flow = args.flow.to_possible_value().map(|v| v.get_name().to_string());
             bail!(
                 "--flow {} needs at least 2 data columns (its coupling layers split them in two); \
@@ -116,7 +152,27 @@ impl FlowArgs {
             base,
             ..CouplingSpec::new(features)
         };
+        let (bins, bound) = (args.bins, args.bound);
+        let transformer_flow = |transformer: TransformerSpec| TransformerFlowSpec {
+            context_features: context,
+            layers: args.layers,
+            hidden: args.hidden,
+            blocks: args.blocks,
+            activation,
+            batch_norm: args.batch_norm,
+            base: ar.base.clone(),
+            ..TransformerFlowSpec::new(features, transformer)
+        };
+        let linear = TransformerSpec::LinearSpline { bins, bound };
+        let quadratic = TransformerSpec::QuadraticSpline { bins, bound };
+        let cubic = TransformerSpec::CubicSpline { bins, bound };
         let spec = match args.flow {
+            Family::LinearSpline => FlowSpec::Coupling(transformer_flow(linear)),
+            Family::LinearSplineAr => FlowSpec::Autoregressive(transformer_flow(linear)),
+            Family::QuadraticSpline => FlowSpec::Coupling(transformer_flow(quadratic)),
+            Family::QuadraticSplineAr => FlowSpec::Autoregressive(transformer_flow(quadratic)),
+            Family::Cubic => FlowSpec::Coupling(transformer_flow(cubic)),
+            Family::CubicAr => FlowSpec::Autoregressive(transformer_flow(cubic)),
             Family::Maf => FlowSpec::Maf(ar),
             Family::Iaf => FlowSpec::Iaf(ar),
             Family::Made => FlowSpec::Made(AutoregressiveSpec { layers: 1, ..ar }),

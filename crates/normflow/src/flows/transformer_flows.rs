@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::base::BaseSpec;
 use super::spec::PermutationKind;
 use crate::bijections::{
-    alternating_mask, AffineTransformer, BatchNorm, Bijection, Chain, CouplingConfig, Inverse,
-    MafLayerConfig, Permutation, Transformer, TransformerAutoregressive, TransformerCoupling,
+    alternating_mask, AffineTransformer, BatchNorm, Bijection, Chain, CouplingConfig, CubicSpline,
+    Inverse, LinearSpline, MafLayerConfig, Permutation, QuadraticSpline, Transformer,
+    TransformerAutoregressive, TransformerCoupling,
 };
 use crate::nn::Activation;
 use crate::params::Params;
@@ -22,6 +23,32 @@ pub enum TransformerSpec {
     /// `y = x exp(s) + t` (the MAF / RealNVP map; see
     /// [`AffineTransformer`](crate::bijections::AffineTransformer)).
     Affine,
+    /// Piecewise-linear spline of `bins` equal-width bins on `[-bound, bound]`, identity outside
+    /// (Müller et al. 2019; see [`LinearSpline`](crate::bijections::LinearSpline)).
+    LinearSpline {
+        /// Number of bins K (2 to 500).
+        bins: usize,
+        /// Half-width B of the spline's interval.
+        bound: f64,
+    },
+    /// Piecewise-quadratic spline (piecewise-linear density) on `[-bound, bound]`, identity
+    /// outside (Müller et al. 2019; see
+    /// [`QuadraticSpline`](crate::bijections::QuadraticSpline)).
+    QuadraticSpline {
+        /// Number of bins K (2 to 500).
+        bins: usize,
+        /// Half-width B of the spline's interval.
+        bound: f64,
+    },
+    /// Monotone cubic spline with Steffen's knot derivatives on `[-bound, bound]`, identity
+    /// outside (Durkan et al. 2019, "Cubic-Spline Flows"; see
+    /// [`CubicSpline`](crate::bijections::CubicSpline)).
+    CubicSpline {
+        /// Number of bins K (2 to 500).
+        bins: usize,
+        /// Half-width B of the spline's interval.
+        bound: f64,
+    },
 }
 
 impl TransformerSpec {
@@ -29,6 +56,15 @@ impl TransformerSpec {
     pub fn validate(&self) -> Result<()> {
         match self {
             TransformerSpec::Affine => Ok(()),
+            TransformerSpec::LinearSpline { bins, bound } => {
+                LinearSpline::new(*bins, *bound).map(drop)
+            }
+            TransformerSpec::QuadraticSpline { bins, bound } => {
+                QuadraticSpline::new(*bins, *bound).map(drop)
+            }
+            TransformerSpec::CubicSpline { bins, bound } => {
+                CubicSpline::new(*bins, *bound).map(drop)
+            }
         }
     }
 
@@ -37,6 +73,15 @@ impl TransformerSpec {
         self.validate()?;
         Ok(match self {
             TransformerSpec::Affine => Arc::new(AffineTransformer),
+            TransformerSpec::LinearSpline { bins, bound } => {
+                Arc::new(LinearSpline::new(*bins, *bound)?)
+            }
+            TransformerSpec::QuadraticSpline { bins, bound } => {
+                Arc::new(QuadraticSpline::new(*bins, *bound)?)
+            }
+            TransformerSpec::CubicSpline { bins, bound } => {
+                Arc::new(CubicSpline::new(*bins, *bound)?)
+            }
         })
     }
 
@@ -45,6 +90,12 @@ impl TransformerSpec {
         match (self, autoregressive) {
             (TransformerSpec::Affine, false) => "affine-coupling",
             (TransformerSpec::Affine, true) => "affine-autoregressive",
+            (TransformerSpec::LinearSpline { .. }, false) => "linear-spline",
+            (TransformerSpec::LinearSpline { .. }, true) => "linear-spline-ar",
+            (TransformerSpec::QuadraticSpline { .. }, false) => "quadratic-spline",
+            (TransformerSpec::QuadraticSpline { .. }, true) => "quadratic-spline-ar",
+            (TransformerSpec::CubicSpline { .. }, false) => "cubic",
+            (TransformerSpec::CubicSpline { .. }, true) => "cubic-ar",
         }
     }
 }
