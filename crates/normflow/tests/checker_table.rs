@@ -31,6 +31,9 @@ enum Domain {
     Tails(f64),
     /// Angles: uniform on `[-pi, pi]`, edge inputs at `+-pi` and at `+-1e4`.
     Circle,
+    /// Normal inputs of standard deviation `B` (inside and outside a spline's `[-B, B]`); edge
+    /// inputs at exactly `+-B`, just past `B`, and at `+-1e4`.
+    SplineBound(f64),
 }
 
 struct Case {
@@ -70,6 +73,10 @@ impl Case {
         self.domain = Domain::Circle;
         self
     }
+    fn spline_bound(mut self, bound: f64) -> Self {
+        self.domain = Domain::SplineBound(bound);
+        self
+    }
 }
 
 fn rq(bins: usize) -> Arc<dyn Transformer> {
@@ -83,6 +90,9 @@ fn circular_rq(bins: usize) -> Arc<dyn Transformer> {
 fn boxed(b: impl Bijection + 'static) -> Result<Box<dyn Bijection>> {
     Ok(Box::new(b))
 }
+
+/// The bound of the spline cases.
+const B: f64 = 2.0;
 
 fn maf(features: usize) -> MafLayerConfig {
     MafLayerConfig::new(features, vec![8, 8])
@@ -257,6 +267,51 @@ fn cases() -> Vec<Case> {
             boxed(TransformerAutoregressive::new(p, &maf(3), circular_rq(4))?)
         })
         .circle(),
+        case("element-wise transformer (linear spline)", &[3], |p| {
+            boxed(ElementwiseTransformer::new(p, 3, Arc::new(LinearSpline::new(5, B)?))?)
+        })
+        .spline_bound(B),
+        case("element-wise transformer (quadratic spline)", &[3], |p| {
+            boxed(ElementwiseTransformer::new(p, 3, Arc::new(QuadraticSpline::new(5, B)?))?)
+        })
+        .spline_bound(B),
+        case("element-wise transformer (cubic spline)", &[3], |p| {
+            boxed(ElementwiseTransformer::new(p, 3, Arc::new(CubicSpline::new(5, B)?))?)
+        })
+        .spline_bound(B),
+        case("transformer coupling (linear spline)", &[4], |p| {
+            let c = CouplingConfig::new(alternating_mask(4, 0), vec![8]);
+            boxed(TransformerCoupling::new(p, &c, Arc::new(LinearSpline::new(4, B)?))?)
+        })
+        .spline_bound(B),
+        case("transformer coupling (quadratic spline), context", &[3], |p| {
+            let c = CouplingConfig {
+                context_features: 2,
+                ..CouplingConfig::new(alternating_mask(3, 1), vec![8])
+            };
+            boxed(TransformerCoupling::new(p, &c, Arc::new(QuadraticSpline::new(4, B)?))?)
+        })
+        .context(2)
+        .spline_bound(B),
+        case("transformer coupling (cubic spline)", &[4], |p| {
+            let c = CouplingConfig::new(alternating_mask(4, 1), vec![8]);
+            boxed(TransformerCoupling::new(p, &c, Arc::new(CubicSpline::new(4, B)?))?)
+        })
+        .spline_bound(B),
+        case("transformer autoregressive (cubic spline), context", &[3], |p| {
+            let c = MafLayerConfig { context_features: 2, ..maf(3) };
+            boxed(TransformerAutoregressive::new(p, &c, Arc::new(CubicSpline::new(4, B)?))?)
+        })
+        .context(2)
+        .spline_bound(B),
+        case("inverse transformer autoregressive (cubic spline)", &[3], |p| {
+            boxed(Inverse::new(TransformerAutoregressive::new(
+                p,
+                &maf(3),
+                Arc::new(CubicSpline::new(4, B)?),
+            )?))
+        })
+        .spline_bound(B),
         case("sigmoid", &[3], |_| boxed(Sigmoid::new())),
         case("logit", &[3], |_| boxed(Logit::new(0.05)?)).unit_interval(),
         case("support: positive", &[3], |_| boxed(Support::Positive.map()?.expect("map")))
@@ -297,6 +352,9 @@ fn inputs(case: &Case, batch: usize, seed: u64) -> Result<(Tensor, Option<Tensor
             normflow::random::uniform(shape, DType::F64, &dev, &mut rng)?
                 .affine(0.9 / d, 0.05 / d)?
         }
+        Domain::SplineBound(bound) => {
+            (normflow::random::standard_normal(shape, DType::F64, &dev, &mut rng)? * bound)?
+        }
     };
     let ctx = if case.context > 0 {
         Some(normflow::random::standard_normal((batch, case.context), DType::F64, &dev, &mut rng)?)
@@ -322,6 +380,11 @@ fn edge_options(case: &Case) -> Result<CheckOptions> {
             let mut corner = vec![1e-9; d];
             corner[0] = 1.0 - 1e-9 * d as f64;
             Some([vec![1e-9; d], corner].concat())
+        }
+        Domain::SplineBound(bound) => {
+            let row = |values: [f64; 3]| (0..d).map(move |i| values[i % 3]);
+            let rows = [[-bound, bound, 1e4], [bound, -1e4, bound * (1.0 + 1e-12)]];
+            Some(rows.into_iter().flat_map(row).collect())
         }
     };
     if let Some(values) = edges {

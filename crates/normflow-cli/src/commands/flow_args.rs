@@ -1,6 +1,6 @@
 //! The flow architecture flags shared by the commands that build a flow (`train`, ...):
-//! `--flow`, `--layers`, `--hidden`, `--blocks`, `--activation`, `--batch-norm`, `--base`, and
-//! the spline flags `--bins`, `--bound`.
+//! `--flow`, `--layers`, `--hidden`, `--blocks`, `--activation`, `--batch-norm`, `--base`, the
+//! spline flags `--bins`, `--bound`, and the image flags `--image-shape`, `--levels`.
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
@@ -32,6 +32,58 @@ pub enum Family {
     Nsf,
     /// Autoregressive neural spline flow: rational-quadratic splines conditioned by MADEs.
     NsfAr,
+    /// Coupling flow with piecewise-linear splines (Müller et al. 2019).
+    LinearSpline,
+    /// Autoregressive flow with piecewise-linear splines.
+    LinearSplineAr,
+    /// Coupling flow with piecewise-quadratic splines (Müller et al. 2019).
+    QuadraticSpline,
+    /// Autoregressive flow with piecewise-quadratic splines.
+    QuadraticSplineAr,
+    /// Coupling flow with monotone cubic splines (Durkan et al. 2019, "Cubic-Spline Flows").
+    Cubic,
+    /// Autoregressive flow with monotone cubic splines.
+    CubicAr,
+}
+
+impl Family {
+    /// Whether the family's layers are couplings (they need at least 2 data columns).
+    fn is_coupling(self) -> bool {
+        matches!(
+            self,
+            Family::Nice
+                | Family::Realnvp
+                | Family::Nsf
+                | Family::LinearSpline
+                | Family::QuadraticSpline
+                | Family::Cubic
+        )
+    }
+
+    /// Whether the family's element-wise map is a spline (it takes `--bins` and `--bound`).
+    fn is_spline(self) -> bool {
+        matches!(
+            self,
+            Family::Nsf
+                | Family::NsfAr
+                | Family::LinearSpline
+                | Family::LinearSplineAr
+                | Family::QuadraticSpline
+                | Family::QuadraticSplineAr
+                | Family::Cubic
+                | Family::CubicAr
+        )
+    }
+
+    /// The default `--bound`: 5 for the rational-quadratic splines (heavy-tailed columns,
+    /// docs/NONAFFINE.md), 3 for the others (the setting their results were measured with).
+    fn default_bound(self) -> f64 {
+        if matches!(self, Family::Nsf | Family::NsfAr) {
+            5.0
+        } else {
+            3.0
+        }
+    }
 }
 
 /// Hidden-layer non-linearities.
@@ -80,11 +132,12 @@ pub struct FlowArgs {
     /// factors out half the channels).
     #[arg(long, default_value_t = 2)]
     pub levels: usize,
-    /// Spline flows (nsf, nsf-ar): number of bins [default: 8].
+    /// Spline flows (nsf, cubic, linear-spline, quadratic-spline and their -ar forms): number of
+    /// bins [default: 8].
     #[arg(long)]
     pub bins: Option<usize>,
-    /// Spline flows (nsf, nsf-ar): the spline acts on [-bound, bound] of the standardized data,
-    /// the identity outside [default: 5].
+    /// Spline flows: the spline acts on [-bound, bound] of the standardized data, the identity
+    /// outside [default: 5 for nsf and nsf-ar, 3 for the other splines].
     #[arg(long, allow_negative_numbers = true)]
     pub bound: Option<f64>,
 }
@@ -145,7 +198,7 @@ impl FlowArgs {
             Act::Silu => Activation::Silu,
             Act::Elu => Activation::Elu,
         };
-        if matches!(args.flow, Family::Nice | Family::Realnvp | Family::Nsf) && features < 2 {
+        if args.flow.is_coupling() && features < 2 {
             let flow = args.flow.to_possible_value().map(|v| v.get_name().to_string());
             bail!(
                 "--flow {} needs at least 2 data columns (its coupling layers split them in two); \
@@ -198,24 +251,35 @@ impl FlowArgs {
             base: transformer_base.clone(),
             ..TransformerFlowSpec::new(features, transformer)
         };
-        let spline = matches!(args.flow, Family::Nsf | Family::NsfAr);
         for (flag, given) in [("--bins", args.bins.is_some()), ("--bound", args.bound.is_some())] {
-            if given && !spline {
-                bail!("{flag} applies to the spline flows only (--flow nsf or nsf-ar)");
+            if given && !args.flow.is_spline() {
+                bail!(
+                    "{flag} applies to the spline flows only (nsf, cubic, linear-spline, \
+                     quadratic-spline and their -ar forms)"
+                );
             }
         }
         let bins = args.bins.unwrap_or(8);
         if !(2..=4096).contains(&bins) {
             bail!("--bins {bins}: must be between 2 and 4096");
         }
-        let bound = args.bound.unwrap_or(5.0);
+        let bound = args.bound.unwrap_or(args.flow.default_bound());
         if !(bound.is_finite() && bound > 0.0) {
             bail!("--bound {bound}: must be a positive finite number");
         }
         let rq = TransformerSpec::rational_quadratic(bins, bound);
+        let linear = TransformerSpec::LinearSpline { bins, bound };
+        let quadratic = TransformerSpec::QuadraticSpline { bins, bound };
+        let cubic = TransformerSpec::CubicSpline { bins, bound };
         let spec = match args.flow {
             Family::Glow => FlowSpec::Glow(image()?),
             Family::RealnvpImage => FlowSpec::RealNvpImage(image()?),
+            Family::LinearSpline => FlowSpec::Coupling(transformer_flow(linear)),
+            Family::LinearSplineAr => FlowSpec::Autoregressive(transformer_flow(linear)),
+            Family::QuadraticSpline => FlowSpec::Coupling(transformer_flow(quadratic)),
+            Family::QuadraticSplineAr => FlowSpec::Autoregressive(transformer_flow(quadratic)),
+            Family::Cubic => FlowSpec::Coupling(transformer_flow(cubic)),
+            Family::CubicAr => FlowSpec::Autoregressive(transformer_flow(cubic)),
             Family::Maf => FlowSpec::Maf(ar),
             Family::Iaf => FlowSpec::Iaf(ar),
             Family::Made => FlowSpec::Made(AutoregressiveSpec { layers: 1, ..ar }),

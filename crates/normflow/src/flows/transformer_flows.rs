@@ -9,9 +9,9 @@ use super::base::BaseSpec;
 use super::spec::PermutationKind;
 use crate::bijections::{
     alternating_mask, AffineTransformer, BatchNorm, Bijection, Chain,
-    CircularRationalQuadraticSpline, CouplingConfig, Inverse, MafLayerConfig, Permutation,
-    RationalQuadraticSpline, RqSplineConfig, Transformer, TransformerAutoregressive,
-    TransformerCoupling,
+    CircularRationalQuadraticSpline, CouplingConfig, CubicSpline, Inverse, LinearSpline,
+    MafLayerConfig, Permutation, QuadraticSpline, RationalQuadraticSpline, RqSplineConfig,
+    Transformer, TransformerAutoregressive, TransformerCoupling,
 };
 use crate::nn::Activation;
 use crate::params::Params;
@@ -58,6 +58,32 @@ pub enum TransformerSpec {
         /// Smallest derivative at a knot.
         #[serde(default = "default_minimum")]
         min_derivative: f64,
+    },
+    /// Piecewise-linear spline of `bins` equal-width bins on `[-bound, bound]`, identity outside
+    /// (Müller et al. 2019; see [`LinearSpline`](crate::bijections::LinearSpline)).
+    LinearSpline {
+        /// Number of bins K (2 to 500).
+        bins: usize,
+        /// Half-width B of the spline's interval.
+        bound: f64,
+    },
+    /// Piecewise-quadratic spline (piecewise-linear density) on `[-bound, bound]`, identity
+    /// outside (Müller et al. 2019; see
+    /// [`QuadraticSpline`](crate::bijections::QuadraticSpline)).
+    QuadraticSpline {
+        /// Number of bins K (2 to 500).
+        bins: usize,
+        /// Half-width B of the spline's interval.
+        bound: f64,
+    },
+    /// Monotone cubic spline with Steffen's knot derivatives on `[-bound, bound]`, identity
+    /// outside (Durkan et al. 2019, "Cubic-Spline Flows"; see
+    /// [`CubicSpline`](crate::bijections::CubicSpline)).
+    CubicSpline {
+        /// Number of bins K (2 to 500).
+        bins: usize,
+        /// Half-width B of the spline's interval.
+        bound: f64,
     },
 }
 
@@ -126,6 +152,15 @@ impl TransformerSpec {
                 let config = RqSplineConfig { bins, min_bin_width, min_bin_height, min_derivative };
                 Arc::new(CircularRationalQuadraticSpline::new(config)?)
             }
+            TransformerSpec::LinearSpline { bins, bound } => {
+                Arc::new(LinearSpline::new(bins, bound)?)
+            }
+            TransformerSpec::QuadraticSpline { bins, bound } => {
+                Arc::new(QuadraticSpline::new(bins, bound)?)
+            }
+            TransformerSpec::CubicSpline { bins, bound } => {
+                Arc::new(CubicSpline::new(bins, bound)?)
+            }
         })
     }
 
@@ -143,6 +178,12 @@ impl TransformerSpec {
             (TransformerSpec::RationalQuadratic { .. }, true) => "nsf-ar",
             (TransformerSpec::CircularRationalQuadratic { .. }, false) => "nsf-circular",
             (TransformerSpec::CircularRationalQuadratic { .. }, true) => "nsf-circular-ar",
+            (TransformerSpec::LinearSpline { .. }, false) => "linear-spline",
+            (TransformerSpec::LinearSpline { .. }, true) => "linear-spline-ar",
+            (TransformerSpec::QuadraticSpline { .. }, false) => "quadratic-spline",
+            (TransformerSpec::QuadraticSpline { .. }, true) => "quadratic-spline-ar",
+            (TransformerSpec::CubicSpline { .. }, false) => "cubic",
+            (TransformerSpec::CubicSpline { .. }, true) => "cubic-ar",
         }
     }
 }
