@@ -22,10 +22,16 @@ mod batch_norm;
 mod chain;
 mod coupling;
 mod elementwise_affine;
+mod householder;
 mod inverse;
 mod lu_linear;
+mod param_batch;
 mod permutation;
+mod planar;
+mod radial;
+pub mod scalar_solve;
 mod sigmoid;
+mod sylvester;
 
 pub use actnorm::ActNorm;
 pub use affine_params::LOG_SCALE_BOUND;
@@ -34,10 +40,16 @@ pub use batch_norm::BatchNorm;
 pub use chain::Chain;
 pub use coupling::{alternating_mask, half_mask, AdditiveCoupling, AffineCoupling, CouplingConfig};
 pub use elementwise_affine::ElementwiseAffine;
+pub use householder::{householder_columns, householder_reflect, Householder};
 pub use inverse::Inverse;
 pub use lu_linear::LuLinear;
 pub use permutation::Permutation;
+pub use planar::{Planar, PlanarParams};
+pub use radial::{Radial, RadialParams};
 pub use sigmoid::{Logit, Sigmoid};
+pub use sylvester::{
+    orthonormal_columns, Sylvester, SylvesterBasis, SylvesterConfig, SylvesterParams,
+};
 
 use candle_core::Tensor;
 
