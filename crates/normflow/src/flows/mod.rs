@@ -12,11 +12,19 @@
 //! | `iaf` | L inverse MADE affine layers (Kingma et al. 2016) | sampling |
 //! | `nice` | L additive couplings + a final element-wise scaling (Dinh et al. 2014) | both |
 //! | `realnvp` | L affine couplings with alternating masks (Dinh et al. 2016) | both |
+//! | `planar` | L planar layers `z + û tanh(wᵀz + b)` (Rezende & Mohamed 2015) | sampling (density by a scalar solve per layer) |
+//! | `radial` | L radial layers `z + β (z - z₀)/(α + r)` (Rezende & Mohamed 2015) | both (closed-form inverse) |
+//! | `sylvester` | L Sylvester layers `z + Q R tanh(R̃ Qᵀz + b)`, `Q` orthogonal, Householder or triangular (van den Berg et al. 2018) | sampling (density by M scalar solves per layer) |
+//!
+//! The `planar`, `radial` and `sylvester` presets are unconditional; their hyperparameters are
+//! [`VariationalSpec`] and [`SylvesterSpec`].
 
 mod autoregressive;
 mod base;
 mod coupling;
 mod spec;
+mod variational;
 
 pub use base::BaseSpec;
 pub use spec::{AutoregressiveSpec, CouplingSpec, FlowSpec, PermutationKind};
+pub use variational::{SylvesterSpec, SylvesterVariant, VariationalSpec};

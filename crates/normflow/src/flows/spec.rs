@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::base::BaseSpec;
+use super::variational::{self, SylvesterSpec, VariationalSpec};
 use crate::bijections::Chain;
 use crate::distributions::Distribution;
 use crate::nn::Activation;
@@ -127,6 +128,12 @@ pub enum FlowSpec {
     /// Affine coupling (RealNVP).
     #[serde(rename = "realnvp")]
     RealNvp(CouplingSpec),
+    /// Planar flow (Rezende & Mohamed 2015).
+    Planar(VariationalSpec),
+    /// Radial flow (Rezende & Mohamed 2015).
+    Radial(VariationalSpec),
+    /// Sylvester flow (van den Berg et al. 2018).
+    Sylvester(SylvesterSpec),
 }
 
 impl FlowSpec {
@@ -138,6 +145,9 @@ impl FlowSpec {
             FlowSpec::Iaf(_) => "iaf",
             FlowSpec::Nice(_) => "nice",
             FlowSpec::RealNvp(_) => "realnvp",
+            FlowSpec::Planar(_) => "planar",
+            FlowSpec::Radial(_) => "radial",
+            FlowSpec::Sylvester(_) => "sylvester",
         }
     }
 
@@ -146,6 +156,8 @@ impl FlowSpec {
         match self {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => s.features,
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.features,
+            FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.features,
+            FlowSpec::Sylvester(s) => s.features,
         }
     }
 
@@ -154,6 +166,8 @@ impl FlowSpec {
         match self {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => s.context_features,
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.context_features,
+            FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.context_features,
+            FlowSpec::Sylvester(s) => s.context_features,
         }
     }
 
@@ -191,6 +205,8 @@ impl FlowSpec {
                 ensure_config!(s.hidden >= 1, "hidden", s.hidden, "must be at least 1");
                 s.base.validate(s.context_features)?;
             }
+            FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.validate()?,
+            FlowSpec::Sylvester(s) => s.validate()?,
         }
         Ok(())
     }
@@ -206,12 +222,21 @@ impl FlowSpec {
             FlowSpec::Iaf(s) => super::autoregressive::build(&params.pp("transform"), s, true)?,
             FlowSpec::Nice(s) => super::coupling::build(&params.pp("transform"), s, false)?,
             FlowSpec::RealNvp(s) => super::coupling::build(&params.pp("transform"), s, true)?,
+            FlowSpec::Planar(s) => {
+                variational::build(&params.pp("transform"), s, variational::Kind::Planar)?
+            }
+            FlowSpec::Radial(s) => {
+                variational::build(&params.pp("transform"), s, variational::Kind::Radial)?
+            }
+            FlowSpec::Sylvester(s) => variational::build_sylvester(&params.pp("transform"), s)?,
         };
         let (features, context, base) = match self {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => {
                 (s.features, s.context_features, &s.base)
             }
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => (s.features, s.context_features, &s.base),
+            FlowSpec::Planar(s) | FlowSpec::Radial(s) => (s.features, s.context_features, &s.base),
+            FlowSpec::Sylvester(s) => (s.features, s.context_features, &s.base),
         };
         let base = base.build(&params.pp("base"), features, context)?;
         Ok((transform, base))
