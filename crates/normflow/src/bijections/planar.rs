@@ -266,6 +266,19 @@ mod tests {
     }
 
     #[test]
+    fn an_unconverged_inverse_is_an_error() -> Result<()> {
+        let store = ParamStore::new(DType::F64, &Device::Cpu, 4);
+        let no_iterations = SolveOptions { max_iter: 0, ..SolveOptions::for_dtype(DType::F64) };
+        let layer = Planar::new(&store.root(), 3)?.with_solve_options(no_iterations);
+        store.perturb(1.0, 2)?;
+        let z = Tensor::new(&[[0.5f64, -1.0, 2.0]], &Device::Cpu)?;
+        let x = layer.inverse(&z, None)?;
+        let err = layer.forward(&x, None).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("planar inverse") && err.contains("did not converge"), "{err}");
+        Ok(())
+    }
+
+    #[test]
     fn batched_parameters_match_one_map_per_row() -> Result<()> {
         let dev = Device::Cpu;
         let mut rng = crate::random::rng_from_seed(1);

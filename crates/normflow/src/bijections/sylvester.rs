@@ -445,6 +445,19 @@ mod tests {
     }
 
     #[test]
+    fn an_unconverged_inverse_is_an_error() -> Result<()> {
+        let store = ParamStore::new(DType::F32, &Device::Cpu, 4);
+        let config = SylvesterConfig { features: 3, m: 3, basis: SylvesterBasis::Identity };
+        let strict = SolveOptions { abs_tol: 0.0, rel_tol: 0.0, max_iter: 0 };
+        let layer = Sylvester::new(&store.root(), &config)?.with_solve_options(strict);
+        store.perturb(1.0, 2)?;
+        let x = Tensor::new(&[[0.5f32, -1.0, 2.0]], &Device::Cpu)?;
+        let err = layer.forward(&x, None).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("Sylvester inverse") && err.contains("did not converge"), "{err}");
+        Ok(())
+    }
+
+    #[test]
     fn rejects_bad_configurations() {
         let store = ParamStore::new(DType::F64, &Device::Cpu, 1);
         for (m, basis) in [
