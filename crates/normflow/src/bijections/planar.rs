@@ -266,6 +266,17 @@ mod tests {
     }
 
     #[test]
+    fn gradients_through_the_solve_are_the_implicit_ones() -> Result<()> {
+        let store = ParamStore::new(DType::F64, &Device::Cpu, 4);
+        let layer = Planar::new(&store.root(), 3)?;
+        store.perturb(0.8, 2)?;
+        let x = Tensor::new(&[[0.5f64, -1.0, 2.0], [-0.3, 0.1, 0.7]], &Device::Cpu)?;
+        crate::bijections::scalar_solve::gradient_check::assert_solved_gradients_match(
+            &store, &layer, &x,
+        )
+    }
+
+    #[test]
     fn an_unconverged_inverse_is_an_error() -> Result<()> {
         let store = ParamStore::new(DType::F64, &Device::Cpu, 4);
         let no_iterations = SolveOptions { max_iter: 0, ..SolveOptions::for_dtype(DType::F64) };

@@ -445,6 +445,23 @@ mod tests {
     }
 
     #[test]
+    fn gradients_through_the_solve_are_the_implicit_ones() -> Result<()> {
+        for (i, basis) in
+            [SylvesterBasis::Orthogonal, SylvesterBasis::Identity].into_iter().enumerate()
+        {
+            let store = ParamStore::new(DType::F64, &Device::Cpu, 4);
+            let layer =
+                Sylvester::new(&store.root(), &SylvesterConfig { features: 3, m: 2 + i, basis })?;
+            store.perturb(0.8, 2)?;
+            let x = Tensor::new(&[[0.5f64, -1.0, 2.0], [-0.3, 0.1, 0.7]], &Device::Cpu)?;
+            crate::bijections::scalar_solve::gradient_check::assert_solved_gradients_match(
+                &store, &layer, &x,
+            )?;
+        }
+        Ok(())
+    }
+
+    #[test]
     fn an_unconverged_inverse_is_an_error() -> Result<()> {
         let store = ParamStore::new(DType::F32, &Device::Cpu, 4);
         let config = SylvesterConfig { features: 3, m: 3, basis: SylvesterBasis::Identity };
