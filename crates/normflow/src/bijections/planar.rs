@@ -156,8 +156,12 @@ pub(crate) fn solve_tanh_equation(
 ///
 /// `log|det dx/dz| = log(1 + wᵀû tanh'(wᵀz + b))`.
 ///
-/// Parameters `u`, `w`: `(D,)`, `b`: `(1,)`, initialized uniform in `±1/sqrt(D)` (a map close
-/// to, but not exactly, the identity: with `w = 0` no gradient would reach `u`).
+/// Parameters `u`, `w`: `(D,)`, `b`: `(1,)`. The layer starts as the identity: `w` uniform in
+/// `±1/sqrt(D)`, `b = 0` and `u = log(e - 1) w / ||w||²`, for which `m(wᵀu) = 0` and so `û = 0`.
+/// (The usual uniform start of all three adds a translation `û tanh(b)` with `|û|` up to
+/// `1/||w||`: eight such layers scored a standard normal sample about 6 nats worse than the
+/// identity.) The constraint's Jacobian `∂û/∂u = I - (1 - σ(wᵀu)) wwᵀ/||w||²` is full rank there,
+/// so gradients reach `u` and `w` from the first step.
 ///
 /// # Shapes
 /// `x: (B, D)` -> `z: (B, D)`, ladj `(B,)`.
@@ -173,11 +177,26 @@ impl Planar {
     /// A planar layer on `features` dimensions, with the solver tolerance of the store's dtype.
     pub fn new(params: &Params, features: usize) -> Result<Self> {
         crate::ensure_config!(features > 0, "features", features, "must be at least 1");
-        let init = Init::LinearDefault { fan_in: features };
+        let u_path = match params.prefix() {
+            "" => "u".to_string(),
+            prefix => format!("{prefix}.u"),
+        };
+        let fresh = params.store().kind_of(&u_path).is_none();
+        let w = params.param("w", features, Init::LinearDefault { fan_in: features })?;
+        let u = params.param_var("u", features, Init::Const(0.0))?;
+        if fresh {
+            // Only a newly created `u` is set: a layer built on tensors that already exist
+            // (shared or loaded) keeps them.
+            let norm2 =
+                w.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            if norm2 > tiny(w.dtype()) {
+                u.set(&(&w * ((std::f64::consts::E - 1.0).ln() / norm2))?)?;
+            }
+        }
         Ok(Self {
-            u: params.param("u", features, init)?,
-            w: params.param("w", features, init)?,
-            b: params.param("b", 1, init)?,
+            u: u.as_tensor().clone(),
+            w,
+            b: params.param("b", 1, Init::Const(0.0))?,
             solve: SolveOptions::for_dtype(params.dtype()),
         })
     }
@@ -235,6 +254,21 @@ mod tests {
         // w = 0: no correction, no NaN.
         let p = PlanarParams::new(&u, &t(&[0.0; 3])?, &t(&[0.0])?)?;
         assert_eq!(p.u_hat().to_vec1::<f64>()?, vec![0.0, 3.0, 1.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_new_layer_is_the_identity_and_keeps_existing_tensors() -> Result<()> {
+        let store = ParamStore::new(DType::F64, &Device::Cpu, 4);
+        let layer = Planar::new(&store.root().pp("p"), 3)?;
+        let z = Tensor::new(&[[0.5f64, -1.0, 2.0]], &Device::Cpu)?;
+        let (x, ladj) = layer.inverse_and_ladj(&z, None)?;
+        let err = (x - &z)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(err < 1e-15 && ladj.abs()?.max_all()?.to_scalar::<f64>()? < 1e-15, "{err}");
+        store.perturb(0.5, 1)?;
+        let before = layer.u.to_vec1::<f64>()?;
+        let again = Planar::new(&store.root().pp("p"), 3)?;
+        assert_eq!(again.u.to_vec1::<f64>()?, before);
         Ok(())
     }
 

@@ -273,7 +273,8 @@ impl SylvesterConfig {
 /// by coordinate and fails with [`Error::Numerical`] rather than return a residual above
 /// tolerance.
 ///
-/// Parameters: `r`, `r_tilde` `(M, M)` and `b` `(M,)` (uniform in `±1/sqrt(M)`); `q` `(D, M)`
+/// Parameters: `r`, `r_tilde` `(M, M)` (uniform in `±1/sqrt(M)`), `b` `(M,)` (zero, so the
+/// start adds no translation: `f(z) - z` vanishes at `Qᵀz = 0`); `q` `(D, M)`
 /// (standard normal, orthogonal basis) or `v` `(K, D)` (standard normal, Householder basis).
 ///
 /// # Shapes
@@ -314,7 +315,7 @@ impl Sylvester {
             q_raw,
             r: params.param("r", (m, m), init)?,
             r_tilde: params.param("r_tilde", (m, m), init)?,
-            b: params.param("b", m, init)?,
+            b: params.param("b", m, Init::Const(0.0))?,
             m,
             solve: SolveOptions::for_dtype(dtype),
         })
