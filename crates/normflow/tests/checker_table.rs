@@ -102,6 +102,10 @@ fn image_coupling(channels: usize, mask: ImageMask) -> ImageCouplingConfig {
     ImageCouplingConfig { channels, mask, hidden: 4, blocks: 1, activation: Activation::Relu }
 }
 
+fn sylvester(features: usize, m: usize, basis: SylvesterBasis) -> SylvesterConfig {
+    SylvesterConfig { features, m, basis }
+}
+
 fn cases() -> Vec<Case> {
     vec![
         case("elementwise affine", &[3], |p| boxed(ElementwiseAffine::new(p, &[3])?)),
@@ -321,6 +325,23 @@ fn cases() -> Vec<Case> {
         })
         .unit_interval(),
         case("support: simplex", &[3], |_| boxed(Support::Simplex.map()?.expect("map"))).simplex(),
+        case("planar", &[3], |p| boxed(Planar::new(p, 3)?)),
+        case("planar, one feature", &[1], |p| boxed(Planar::new(p, 1)?)),
+        case("radial", &[3], |p| boxed(Radial::new(p, 3)?)),
+        case("sylvester, orthogonal", &[4], |p| {
+            boxed(Sylvester::new(p, &sylvester(4, 2, SylvesterBasis::Orthogonal))?)
+        }),
+        case("sylvester, householder", &[4], |p| {
+            let basis = SylvesterBasis::Householder { reflections: 2 };
+            boxed(Sylvester::new(p, &sylvester(4, 3, basis))?)
+        }),
+        case("sylvester, triangular", &[3], |p| {
+            boxed(Sylvester::new(p, &sylvester(3, 3, SylvesterBasis::Identity))?)
+        }),
+        case("sylvester, triangular reversed", &[3], |p| {
+            boxed(Sylvester::new(p, &sylvester(3, 3, SylvesterBasis::Reversal))?)
+        }),
+        case("householder", &[4], |p| boxed(Householder::new(p, 4, 3)?)),
         // `Standardize`, the fixed first layer of every model (preprocess.rs).
         case("standardize", &[3], |p| {
             let s = Standardization { shift: vec![1.0, -2.0, 0.5], scale: vec![0.5, 3.0, 1.5] };
@@ -475,4 +496,98 @@ fn checker_rejects_a_false_triangular_claim() -> Result<()> {
     };
     assert!(err.to_string().contains("depends on later input"), "{err}");
     Ok(())
+}
+
+// ------------------------------------------------ invertibility constraints under attack
+//
+// The variational layers keep their maps invertible by reparameterizing raw parameters. Each
+// test below sets raw parameters that would break invertibility without the constraint, then
+// requires the checker (and so the numerical inverse) to pass.
+
+/// Overwrites the raw parameter `name` of `store` with `values`.
+fn set(store: &ParamStore, name: &str, values: &[f64]) -> Result<()> {
+    let (_, var) = store
+        .parameters()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .ok_or_else(|| normflow::Error::Data(format!("no parameter {name}")))?;
+    var.set(&Tensor::from_vec(values.to_vec(), var.shape(), &Device::Cpu)?)?;
+    Ok(())
+}
+
+fn check_adversarial(layer: &dyn Bijection, d: usize, what: &str) -> Result<()> {
+    let mut rng = normflow::random::rng_from_seed(8);
+    let x = normflow::random::standard_normal((6, d), DType::F64, &Device::Cpu, &mut rng)?;
+    let x = (x * 2.0)?;
+    check_bijection(layer, &x, None, &CheckOptions::default())
+        .map_err(|e| normflow::Error::CheckFailed(format!("{what}: {e}")))?;
+    Ok(())
+}
+
+#[test]
+fn planar_stays_invertible_when_w_dot_u_is_very_negative() -> Result<()> {
+    for (scale, b) in [(-2.0, 0.0), (-40.0, 0.5), (-1e3, -3.0)] {
+        let store = ParamStore::new(DType::F64, &Device::Cpu, 1);
+        let layer = Planar::new(&store.root(), 3)?;
+        let w = [1.0, -2.0, 0.5];
+        set(&store, "w", &w)?;
+        set(&store, "u", &w.map(|v| v * scale))?;
+        set(&store, "b", &[b])?;
+        let c = layer.params()?.w_dot_u_hat().to_vec1::<f64>()?[0];
+        assert!(c >= -1.0, "w.u_hat = {c}");
+        check_adversarial(&layer, 3, &format!("u = {scale} w, b = {b}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn radial_stays_invertible_when_beta_approaches_minus_alpha() -> Result<()> {
+    // (a -> -inf would make alpha -> 0: a ball of radius softplus(b) collapses onto z0, and f64
+    // cannot resolve the inverse there; a = -10 already compresses it by 1e4.)
+    for (a, b) in [(3.0, -40.0), (-10.0, 1.0), (40.0, -40.0), (0.0, -1e3)] {
+        let store = ParamStore::new(DType::F64, &Device::Cpu, 1);
+        let layer = Radial::new(&store.root(), 3)?;
+        set(&store, "a", &[a])?;
+        set(&store, "b", &[b])?;
+        set(&store, "z0", &[0.3, -0.2, 0.1])?;
+        check_adversarial(&layer, 3, &format!("a = {a}, b = {b}"))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn sylvester_stays_invertible_with_large_opposite_diagonals() -> Result<()> {
+    let bases = [
+        (3, SylvesterBasis::Identity),
+        (3, SylvesterBasis::Reversal),
+        (2, SylvesterBasis::Orthogonal),
+        (2, SylvesterBasis::Householder { reflections: 2 }),
+    ];
+    for (m, basis) in bases {
+        for diagonal in [-3.0, -50.0] {
+            let store = ParamStore::new(DType::F64, &Device::Cpu, 1);
+            let layer = Sylvester::new(&store.root(), &sylvester(3, m, basis))?;
+            store.perturb(0.5, 2)?;
+            // R diagonal -> -1 and R~ diagonal -> +1: r_ii r~_ii -> -1; large off-diagonals.
+            let matrix = |sign: f64| -> Vec<f64> {
+                (0..m * m)
+                    .map(|k| if k / m == k % m { sign * diagonal } else { 4.0 * sign })
+                    .collect()
+            };
+            set(&store, "r", &matrix(1.0))?;
+            set(&store, "r_tilde", &matrix(-1.0))?;
+            let p = layer.params()?.diagonal_product().to_vec1::<f64>()?;
+            assert!(p.iter().all(|&v| v > -1.0), "{basis:?}: {p:?}");
+            check_adversarial(&layer, 3, &format!("{basis:?}, diagonal {diagonal}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn householder_ignores_a_zero_direction() -> Result<()> {
+    let store = ParamStore::new(DType::F64, &Device::Cpu, 1);
+    let layer = Householder::new(&store.root(), 3, 2)?;
+    set(&store, "v", &[0.0, 0.0, 0.0, 1.0, 2.0, -1.0])?;
+    check_adversarial(&layer, 3, "v_1 = 0")
 }

@@ -1,12 +1,13 @@
 //! The flow architecture flags shared by the commands that build a flow (`train`, ...):
 //! `--flow`, `--layers`, `--hidden`, `--blocks`, `--activation`, `--batch-norm`, `--base`, the
-//! spline flags `--bins`, `--bound`, and the image flags `--image-shape`, `--levels`.
+//! spline flags `--bins`, `--bound`, the image flags `--image-shape`, `--levels`, and the
+//! Sylvester flags `--sylvester-variant`, `--sylvester-m`, `--sylvester-reflections`.
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use normflow::flows::{
-    AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec, ImageFlowSpec, TransformerFlowSpec,
-    TransformerSpec,
+    AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec, ImageFlowSpec, SylvesterSpec,
+    SylvesterVariant, TransformerFlowSpec, TransformerSpec, VariationalSpec,
 };
 use normflow::nn::Activation;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,12 @@ pub enum Family {
     Cubic,
     /// Autoregressive flow with monotone cubic splines.
     CubicAr,
+    /// Planar flow (explicit sampling; density by a scalar solve per layer).
+    Planar,
+    /// Radial flow (closed form both ways).
+    Radial,
+    /// Sylvester flow (explicit sampling; density by M scalar solves per layer).
+    Sylvester,
 }
 
 impl Family {
@@ -84,6 +91,17 @@ impl Family {
             3.0
         }
     }
+}
+
+/// How a Sylvester flow parameterizes its orthonormal `Q`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum SylvesterKind {
+    /// Gram-Schmidt of a free D x M matrix.
+    Orthogonal,
+    /// A product of Householder reflections.
+    Householder,
+    /// Identity and reversal permutation, alternating (M = D).
+    Triangular,
 }
 
 /// Hidden-layer non-linearities.
@@ -140,6 +158,15 @@ pub struct FlowArgs {
     /// outside [default: 5 for nsf and nsf-ar, 3 for the other splines].
     #[arg(long, allow_negative_numbers = true)]
     pub bound: Option<f64>,
+    /// Sylvester flows: how Q is parameterized.
+    #[arg(long, value_enum)]
+    pub sylvester_variant: Option<SylvesterKind>,
+    /// Sylvester flows: columns M of Q, 1..=D (default D).
+    #[arg(long)]
+    pub sylvester_m: Option<usize>,
+    /// Sylvester flows with --sylvester-variant householder: reflections per layer (default M).
+    #[arg(long)]
+    pub sylvester_reflections: Option<usize>,
 }
 
 /// The base distribution named by `--base`; `conditional` only for a model with context columns.
@@ -183,6 +210,11 @@ fn image_shape(text: Option<&str>, features: usize) -> Result<[usize; 3]> {
     Ok([1, side, side])
 }
 
+/// The family as `--flow` spells it.
+fn family_name(family: Family) -> String {
+    family.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+}
+
 impl FlowArgs {
     /// Whether `--flow` is an image flow (pixel data, dequantized in training).
     pub fn is_image(&self) -> bool {
@@ -199,11 +231,29 @@ impl FlowArgs {
             Act::Elu => Activation::Elu,
         };
         if args.flow.is_coupling() && features < 2 {
-            let flow = args.flow.to_possible_value().map(|v| v.get_name().to_string());
             bail!(
                 "--flow {} needs at least 2 data columns (its coupling layers split them in two); \
              the data has {features} data column: use --flow maf",
-                flow.unwrap_or_default()
+                family_name(args.flow)
+            );
+        }
+        let sylvester_flags = args.sylvester_variant.is_some()
+            || args.sylvester_m.is_some()
+            || args.sylvester_reflections.is_some();
+        if sylvester_flags && args.flow != Family::Sylvester {
+            bail!("--sylvester-variant, --sylvester-m and --sylvester-reflections need --flow sylvester");
+        }
+        if args.sylvester_reflections.is_some()
+            && args.sylvester_variant != Some(SylvesterKind::Householder)
+        {
+            bail!("--sylvester-reflections needs --sylvester-variant householder");
+        }
+        let vi_family = matches!(args.flow, Family::Planar | Family::Radial | Family::Sylvester);
+        if vi_family && context > 0 {
+            bail!(
+                "--flow {} is unconditional: drop --context-columns (or use maf, iaf, realnvp, \
+                 nice or made)",
+                family_name(args.flow)
             );
         }
         let base = base_spec(&args.base, context > 0)?;
@@ -224,7 +274,7 @@ impl FlowArgs {
             blocks: args.blocks,
             activation,
             batch_norm: args.batch_norm,
-            base,
+            base: base.clone(),
             ..CouplingSpec::new(features)
         };
         let image = || -> Result<ImageFlowSpec> {
@@ -287,6 +337,32 @@ impl FlowArgs {
             Family::Realnvp => FlowSpec::RealNvp(coupling),
             Family::Nsf => FlowSpec::Coupling(transformer_flow(rq)),
             Family::NsfAr => FlowSpec::Autoregressive(transformer_flow(rq)),
+            Family::Planar | Family::Radial => {
+                let v =
+                    VariationalSpec { layers: args.layers, base, ..VariationalSpec::new(features) };
+                if args.flow == Family::Planar {
+                    FlowSpec::Planar(v)
+                } else {
+                    FlowSpec::Radial(v)
+                }
+            }
+            Family::Sylvester => {
+                let m = args.sylvester_m.unwrap_or(features);
+                let variant = match args.sylvester_variant.unwrap_or(SylvesterKind::Orthogonal) {
+                    SylvesterKind::Orthogonal => SylvesterVariant::Orthogonal,
+                    SylvesterKind::Householder => SylvesterVariant::Householder {
+                        reflections: args.sylvester_reflections.unwrap_or(m),
+                    },
+                    SylvesterKind::Triangular => SylvesterVariant::Triangular,
+                };
+                FlowSpec::Sylvester(SylvesterSpec {
+                    layers: args.layers,
+                    m,
+                    variant,
+                    base,
+                    ..SylvesterSpec::new(features)
+                })
+            }
         };
         spec.validate()?;
         Ok(spec)

@@ -23,23 +23,29 @@ mod chain;
 mod coupling;
 mod cubic_spline;
 mod elementwise_affine;
+mod householder;
 mod image_coupling;
 mod inverse;
 mod linear_spline;
 mod lu_linear;
 mod monotone_cubic;
 mod multiscale;
+mod param_batch;
 mod permutation;
+mod planar;
 mod quadratic_spline;
+mod radial;
 mod rq_fused;
 mod rq_kernel;
 mod rq_spline;
+pub mod scalar_solve;
 mod sigmoid;
 mod spline_knots;
 #[cfg(test)]
 mod spline_test_support;
 mod squeeze;
 mod support;
+mod sylvester;
 mod transformer;
 mod transformer_autoregressive;
 mod transformer_coupling;
@@ -52,17 +58,23 @@ pub use chain::Chain;
 pub use coupling::{alternating_mask, half_mask, AdditiveCoupling, AffineCoupling, CouplingConfig};
 pub use cubic_spline::CubicSpline;
 pub use elementwise_affine::ElementwiseAffine;
+pub use householder::{householder_columns, householder_reflect, Householder};
 pub use image_coupling::{ImageAffineCoupling, ImageCouplingConfig, ImageMask};
 pub use inverse::Inverse;
 pub use linear_spline::LinearSpline;
 pub use lu_linear::LuLinear;
 pub use multiscale::{MultiScale, MultiScaleBuilder, SplitPrior};
 pub use permutation::Permutation;
+pub use planar::{Planar, PlanarParams};
 pub use quadratic_spline::QuadraticSpline;
+pub use radial::{Radial, RadialParams};
 pub use rq_spline::{CircularRationalQuadraticSpline, RationalQuadraticSpline, RqSplineConfig};
 pub use sigmoid::{Logit, Sigmoid};
 pub use squeeze::{Squeeze, Unflatten};
 pub use support::{Support, SupportMap};
+pub use sylvester::{
+    orthonormal_columns, Sylvester, SylvesterBasis, SylvesterConfig, SylvesterParams,
+};
 pub use transformer::{
     check_raw_shape, raw_param, AffineTransformer, ElementwiseTransformer, Transformer,
 };

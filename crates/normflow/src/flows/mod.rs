@@ -19,6 +19,12 @@
 //!
 //! `coupling` and `autoregressive` carry their element-wise map in `transformer`; their
 //! [`FlowSpec::family`] is the preset name of that map (e.g. `nsf`, `nsf-ar`).
+//! | `planar` | L planar layers `z + û tanh(wᵀz + b)` (Rezende & Mohamed 2015) | sampling (density by a scalar solve per layer) |
+//! | `radial` | L radial layers `z + β (z - z₀)/(α + r)` (Rezende & Mohamed 2015) | both (closed-form inverse) |
+//! | `sylvester` | L Sylvester layers `z + Q R tanh(R̃ Qᵀz + b)`, `Q` orthogonal, Householder or triangular (van den Berg et al. 2018) | sampling (density by M scalar solves per layer) |
+//!
+//! The `planar`, `radial` and `sylvester` presets are unconditional; their hyperparameters are
+//! [`VariationalSpec`] and [`SylvesterSpec`].
 
 mod autoregressive;
 mod base;
@@ -26,8 +32,10 @@ mod coupling;
 mod image;
 mod spec;
 mod transformer_flows;
+mod variational;
 
 pub use base::BaseSpec;
 pub use image::{bits_per_dim, ImageFlowSpec};
 pub use spec::{AutoregressiveSpec, CouplingSpec, FlowSpec, PermutationKind};
 pub use transformer_flows::{TransformerFlowSpec, TransformerSpec};
+pub use variational::{SylvesterSpec, SylvesterVariant, VariationalSpec};

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::base::BaseSpec;
 use super::image::ImageFlowSpec;
 use super::transformer_flows::TransformerFlowSpec;
+use super::variational::{self, SylvesterSpec, VariationalSpec};
 use crate::bijections::Chain;
 use crate::distributions::Distribution;
 use crate::nn::Activation;
@@ -138,6 +139,12 @@ pub enum FlowSpec {
     Coupling(TransformerFlowSpec),
     /// MADE-conditioned autoregressive layers with any element-wise transformer.
     Autoregressive(TransformerFlowSpec),
+    /// Planar flow (Rezende & Mohamed 2015).
+    Planar(VariationalSpec),
+    /// Radial flow (Rezende & Mohamed 2015).
+    Radial(VariationalSpec),
+    /// Sylvester flow (van den Berg et al. 2018).
+    Sylvester(SylvesterSpec),
 }
 
 impl FlowSpec {
@@ -151,6 +158,9 @@ impl FlowSpec {
             FlowSpec::RealNvp(_) => "realnvp",
             FlowSpec::RealNvpImage(_) => "realnvp-image",
             FlowSpec::Glow(_) => "glow",
+            FlowSpec::Planar(_) => "planar",
+            FlowSpec::Radial(_) => "radial",
+            FlowSpec::Sylvester(_) => "sylvester",
             FlowSpec::Coupling(s) => s.transformer.preset_name(false),
             FlowSpec::Autoregressive(s) => s.transformer.preset_name(true),
         }
@@ -172,6 +182,8 @@ impl FlowSpec {
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.features,
             FlowSpec::Coupling(s) | FlowSpec::Autoregressive(s) => s.features,
             FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => s.features(),
+            FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.features,
+            FlowSpec::Sylvester(s) => s.features,
         }
     }
 
@@ -182,6 +194,8 @@ impl FlowSpec {
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.context_features,
             FlowSpec::Coupling(s) | FlowSpec::Autoregressive(s) => s.context_features,
             FlowSpec::RealNvpImage(_) | FlowSpec::Glow(_) => 0,
+            FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.context_features,
+            FlowSpec::Sylvester(s) => s.context_features,
         }
     }
 
@@ -222,6 +236,8 @@ impl FlowSpec {
             FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => s.validate()?,
             FlowSpec::Coupling(s) => s.validate(true)?,
             FlowSpec::Autoregressive(s) => s.validate(false)?,
+            FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.validate()?,
+            FlowSpec::Sylvester(s) => s.validate()?,
         }
         Ok(())
     }
@@ -245,6 +261,13 @@ impl FlowSpec {
             FlowSpec::Autoregressive(s) => {
                 super::transformer_flows::build_autoregressive(&params.pp("transform"), s)?
             }
+            FlowSpec::Planar(s) => {
+                variational::build(&params.pp("transform"), s, variational::Kind::Planar)?
+            }
+            FlowSpec::Radial(s) => {
+                variational::build(&params.pp("transform"), s, variational::Kind::Radial)?
+            }
+            FlowSpec::Sylvester(s) => variational::build_sylvester(&params.pp("transform"), s)?,
         };
         let (features, context, base) = match self {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => {
@@ -255,6 +278,8 @@ impl FlowSpec {
                 (s.features, s.context_features, &s.base)
             }
             FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => (s.features(), 0, &s.base),
+            FlowSpec::Planar(s) | FlowSpec::Radial(s) => (s.features, s.context_features, &s.base),
+            FlowSpec::Sylvester(s) => (s.features, s.context_features, &s.base),
         };
         let base = base.build(&params.pp("base"), features, context)?;
         Ok((transform, base))
