@@ -28,6 +28,7 @@
 //!   [`flows::FlowSpec`];
 //! - [`model`]: a flow with its preprocessing, saved to and loaded from a directory;
 //! - [`train`]: maximum-likelihood training (Adam, schedules, early stopping, exact resume);
+//! - [`maxent`]: maximum-entropy flows under moment constraints (augmented Lagrangian);
 //! - [`preprocess`]: standardization stored with the model.
 //!
 //! Tensors are candle's; [`candle_core`] is re-exported as [`candle`].
@@ -71,6 +72,7 @@ mod error;
 pub mod flows;
 pub mod inference;
 pub mod linalg;
+pub mod maxent;
 pub mod model;
 pub mod nn;
 pub mod ops;

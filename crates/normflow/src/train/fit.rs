@@ -2,8 +2,7 @@
 
 use std::time::Instant;
 
-use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
 use super::adam::Adam;
@@ -12,6 +11,7 @@ use super::data::{all_finite, epoch_order, gather_rows, validation_split};
 use super::observer::{nan_as_null, Control, EpochStats, TrainObserver};
 use super::schedule::LrScheduler;
 use super::state::{Snapshot, TrainProgress, TrainState};
+use super::step::guarded_step;
 use crate::distributions::Distribution;
 use crate::params::ParamStore;
 use crate::{ensure_config, Error, Result};
@@ -323,30 +323,7 @@ impl Run<'_> {
     /// gradient is not finite, otherwise the batch's loss.
     fn try_step(&mut self, x: &Tensor, context: Option<&Tensor>, lr: f64) -> Result<Option<f64>> {
         let loss = self.model.log_prob(x, context)?.mean_all()?.neg()?;
-        let loss_value = to_f64(&loss)?;
-        if !loss_value.is_finite() {
-            return Ok(None);
-        }
-        let mut grads = loss.backward()?;
-        let params = self.store.parameters();
-        let norm = grad_norm(&params, &grads)?;
-        if !norm.is_finite() {
-            return Ok(None);
-        }
-        if let Some(max) = self.config.clip_grad_norm {
-            if norm > max {
-                // PyTorch's clip_grad_norm_ factor: the small constant keeps it finite at 0.
-                let scale = max / (norm + 1e-6);
-                for (_, var) in &params {
-                    if let Some(g) = grads.get(var.as_tensor()) {
-                        let scaled = (g * scale)?;
-                        grads.insert(var.as_tensor(), scaled);
-                    }
-                }
-            }
-        }
-        self.adam.step(self.store, &grads, lr)?;
-        Ok(Some(loss_value))
+        guarded_step(&mut self.adam, self.store, &loss, self.config.clip_grad_norm, lr)
     }
 
     /// Back to the best state (model and optimizer), with half the learning rate.
@@ -378,30 +355,6 @@ impl Run<'_> {
             history: p.history,
         }
     }
-}
-
-/// Global L2 norm of the gradients of `params`, accumulated on the device (one host sync), in
-/// at least `f32` so that half-precision squares do not overflow.
-fn grad_norm(params: &[(String, Var)], grads: &GradStore) -> Result<f64> {
-    let mut squares = Vec::new();
-    for (_, var) in params {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            let g = match g.dtype() {
-                DType::F16 | DType::BF16 => g.to_dtype(DType::F32)?,
-                _ => g.clone(),
-            };
-            squares.push(g.sqr()?.sum_all()?);
-        }
-    }
-    if squares.is_empty() {
-        return Ok(0.0);
-    }
-    Ok(to_f64(&Tensor::stack(&squares, 0)?.sum_all()?)?.sqrt())
-}
-
-fn to_f64(scalar: &Tensor) -> Result<f64> {
-    // Host first: some devices (Metal) have no f64.
-    Ok(scalar.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
 fn rows(x: &Tensor, what: &str) -> Result<usize> {

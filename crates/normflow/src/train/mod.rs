@@ -43,6 +43,7 @@ mod fit;
 mod observer;
 mod schedule;
 mod state;
+mod step;
 
 pub use adam::{Adam, AdamConfig, STEP_TENSOR};
 pub use config::TrainConfig;
@@ -51,6 +52,7 @@ pub use fit::{fit, fit_from, log_probs, mean_log_prob, TrainReport};
 pub use observer::{Control, EpochStats, NoopObserver, TrainObserver};
 pub use schedule::{LrSchedule, LrScheduler, PlateauState};
 pub use state::{Snapshot, TrainProgress, TrainState};
+pub use step::guarded_step;
 
 #[cfg(test)]
 mod tests;
