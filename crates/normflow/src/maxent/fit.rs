@@ -14,8 +14,8 @@ use crate::train::{
 };
 use crate::{ensure_config, Error, Result};
 
-/// The hyperparameters of [`fit`]. The defaults follow the paper's augmented-Lagrangian
-/// settings (`c_0 = 1`, `beta = 4`, `gamma = 1/4`) with a short inner loop, two changes that
+/// The hyperparameters of [`fit`]. The defaults are the textbook augmented-Lagrangian
+/// settings (`c_0 = 1`, `beta = 4`, `gamma = 1/4`) with a short inner loop, and two changes that
 /// matter with stochastic estimates: the penalty weight stops at `penalty_max = 20` (the
 /// multiplier update `lambda += c R` multiplies the noise of `R` by `c`; in the closed-form
 /// tests a ceiling of 10^4 let the multipliers oscillate by hundreds), and the learning rate
