@@ -42,6 +42,8 @@ enum Command {
     Sample(commands::sample::SampleArgs),
     /// Plot a trained model: density and samples (2-D) or pair plots.
     Plot(commands::plot::PlotArgs),
+    /// Fit the maximum-entropy distribution under moment constraints (a JSON file) as a flow.
+    Maxent(commands::maxent::MaxEntArgs),
     /// Write samples of a built-in 2-D toy density.
     Toy(commands::toy::ToyArgs),
     /// Fit a flow to a built-in unnormalized density by variational inference (reverse KL).
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::LogProb(args) => commands::log_prob::run(args),
         Command::Sample(args) => commands::sample::run(args),
         Command::Plot(args) => commands::plot::run(args),
+        Command::Maxent(args) => commands::maxent::run(args),
         Command::Toy(args) => commands::toy::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Vi(args) => commands::vi::run(args),

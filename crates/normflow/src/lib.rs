@@ -28,6 +28,7 @@
 //!   by a serializable [`flows::FlowSpec`];
 //! - [`model`]: a flow with its preprocessing, saved to and loaded from a directory;
 //! - [`train`]: maximum-likelihood training (Adam, schedules, early stopping, exact resume);
+//! - [`maxent`]: maximum-entropy flows under moment constraints (augmented Lagrangian);
 //! - [`preprocess`]: standardization stored with the model;
 //! - [`vi`]: variational inference: fitting a flow to an unnormalized density (reverse KL),
 //!   built-in targets, ELBO / importance-weighted `log Z` / effective sample size.
@@ -73,6 +74,7 @@ mod error;
 pub mod flows;
 pub mod inference;
 pub mod linalg;
+pub mod maxent;
 pub mod model;
 pub mod nn;
 pub mod ops;

@@ -4,6 +4,7 @@ pub mod eval;
 pub mod flow_args;
 pub mod inspect;
 pub mod log_prob;
+pub mod maxent;
 pub mod plot;
 pub mod sample;
 pub mod toy;

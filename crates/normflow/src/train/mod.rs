@@ -53,7 +53,8 @@ pub(crate) use observer::nan_as_null;
 pub use observer::{Control, EpochStats, NoopObserver, TrainObserver};
 pub use schedule::{LrSchedule, LrScheduler, PlateauState};
 pub use state::{Snapshot, TrainProgress, TrainState};
-pub(crate) use step::{guarded_step, to_f64};
+pub use step::guarded_step;
+pub(crate) use step::to_f64;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
-//! One guarded optimization step, shared by maximum likelihood ([`super::fit`]) and variational
-//! inference ([`crate::vi::fit`]): both minimize a stochastic loss with Adam and must never let
-//! a non-finite loss or gradient reach the parameters or the optimizer's moments.
+//! One guarded optimization step, shared by every loop that minimizes a stochastic loss over a
+//! store's parameters with Adam (maximum likelihood [`super::fit`], variational inference
+//! [`crate::vi::fit`], maximum entropy [`crate::maxent::fit`]): none may let a non-finite loss or
+//! gradient reach the parameters or the optimizer's moments.
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
@@ -14,7 +15,7 @@ use crate::Result;
 ///
 /// Returns `None`, changing nothing, when the loss or the gradient norm is not finite;
 /// otherwise the loss's value.
-pub(crate) fn guarded_step(
+pub fn guarded_step(
     store: &ParamStore,
     adam: &mut Adam,
     loss: &Tensor,
