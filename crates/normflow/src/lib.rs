@@ -73,6 +73,7 @@ pub mod inference;
 pub mod linalg;
 pub mod model;
 pub mod nn;
+pub mod ode;
 pub mod ops;
 pub mod params;
 pub mod preprocess;
