@@ -12,11 +12,14 @@
 //! | `iaf` | L inverse MADE affine layers (Kingma et al. 2016) | sampling |
 //! | `nice` | L additive couplings + a final element-wise scaling (Dinh et al. 2014) | both |
 //! | `realnvp` | L affine couplings with alternating masks (Dinh et al. 2016) | both |
+//! | `ffjord` | L continuous flows, ODE-solved (Grathwohl et al. 2019) | neither (one solve each way) |
 
 mod autoregressive;
 mod base;
 mod coupling;
+mod ffjord;
 mod spec;
 
 pub use base::BaseSpec;
+pub use ffjord::FfjordSpec;
 pub use spec::{AutoregressiveSpec, CouplingSpec, FlowSpec, PermutationKind};

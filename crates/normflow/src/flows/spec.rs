@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::base::BaseSpec;
+use super::ffjord::FfjordSpec;
 use crate::bijections::Chain;
 use crate::distributions::Distribution;
 use crate::nn::Activation;
@@ -127,6 +128,8 @@ pub enum FlowSpec {
     /// Affine coupling (RealNVP).
     #[serde(rename = "realnvp")]
     RealNvp(CouplingSpec),
+    /// Continuous normalizing flow (FFJORD).
+    Ffjord(FfjordSpec),
 }
 
 impl FlowSpec {
@@ -138,6 +141,7 @@ impl FlowSpec {
             FlowSpec::Iaf(_) => "iaf",
             FlowSpec::Nice(_) => "nice",
             FlowSpec::RealNvp(_) => "realnvp",
+            FlowSpec::Ffjord(_) => "ffjord",
         }
     }
 
@@ -146,6 +150,7 @@ impl FlowSpec {
         match self {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => s.features,
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.features,
+            FlowSpec::Ffjord(s) => s.features,
         }
     }
 
@@ -154,6 +159,7 @@ impl FlowSpec {
         match self {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => s.context_features,
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.context_features,
+            FlowSpec::Ffjord(s) => s.context_features,
         }
     }
 
@@ -191,6 +197,7 @@ impl FlowSpec {
                 ensure_config!(s.hidden >= 1, "hidden", s.hidden, "must be at least 1");
                 s.base.validate(s.context_features)?;
             }
+            FlowSpec::Ffjord(s) => s.validate()?,
         }
         Ok(())
     }
@@ -206,12 +213,14 @@ impl FlowSpec {
             FlowSpec::Iaf(s) => super::autoregressive::build(&params.pp("transform"), s, true)?,
             FlowSpec::Nice(s) => super::coupling::build(&params.pp("transform"), s, false)?,
             FlowSpec::RealNvp(s) => super::coupling::build(&params.pp("transform"), s, true)?,
+            FlowSpec::Ffjord(s) => super::ffjord::build(&params.pp("transform"), s)?,
         };
         let (features, context, base) = match self {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => {
                 (s.features, s.context_features, &s.base)
             }
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => (s.features, s.context_features, &s.base),
+            FlowSpec::Ffjord(s) => (s.features, s.context_features, &s.base),
         };
         let base = base.build(&params.pp("base"), features, context)?;
         Ok((transform, base))

@@ -165,8 +165,8 @@ pub(super) fn solve(
         };
         if accepted {
             t = t_new;
-            y = y_new;
-            k1 = k7;
+            y = super::maybe_detach(y_new);
+            k1 = super::maybe_detach(k7);
             stats.steps += 1;
             h *= factor;
         } else {

@@ -18,7 +18,7 @@ pub(super) fn euler(
     for n in 0..steps {
         let t = t0 + n as f64 * h;
         let k = eval_checked(dynamics, t, &y)?;
-        y = combine(&y, &[(h, &k)])?;
+        y = super::maybe_detach(combine(&y, &[(h, &k)])?);
     }
     Ok((y, SolveStats { evaluations: steps, graph_evaluations: steps, steps, rejected: 0 }))
 }
@@ -41,7 +41,8 @@ pub(super) fn rk4(
         // The last step ends exactly at t1, whatever the rounding of t0 + steps * h.
         let t_end = if n + 1 == steps { t1 } else { t + h };
         let k4 = eval_checked(dynamics, t_end, &combine(&y, &[(h, &k3)])?)?;
-        y = combine(&y, &[(h / 6.0, &k1), (h / 3.0, &k2), (h / 3.0, &k3), (h / 6.0, &k4)])?;
+        let terms = [(h / 6.0, &k1[..]), (h / 3.0, &k2), (h / 3.0, &k3), (h / 6.0, &k4)];
+        y = super::maybe_detach(combine(&y, &terms)?);
     }
     let evals = 4 * steps;
     Ok((y, SolveStats { evaluations: evals, graph_evaluations: evals, steps, rejected: 0 }))

@@ -203,6 +203,16 @@ fn combine(y: &[Tensor], terms: &[(f64, &[Tensor])]) -> Result<Vec<Tensor>> {
         .collect()
 }
 
+/// Drops the graph of a state between steps when nothing will be differentiated
+/// ([`crate::inference::without_gradients`]): memory then stays that of one step.
+fn maybe_detach(y: Vec<Tensor>) -> Vec<Tensor> {
+    if crate::inference::gradients_enabled() {
+        y
+    } else {
+        y.iter().map(Tensor::detach).collect()
+    }
+}
+
 /// A scalar tensor as `f64` (moved to the host first: some devices have no f64).
 fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_device(&candle_core::Device::Cpu)?.to_dtype(DType::F64)?.to_scalar::<f64>()?)

@@ -250,6 +250,10 @@ impl Cnf {
         Ok((out, stats))
     }
 
+    fn adaptive(&self) -> bool {
+        matches!(self.config.solver, Solver::Dopri5 { .. })
+    }
+
     fn regularizing(&self) -> bool {
         self.training.load(Ordering::Relaxed)
             && (self.config.kinetic_weight > 0.0 || self.config.jacobian_weight > 0.0)
@@ -275,12 +279,21 @@ impl Bijection for Cnf {
         Ok((out[0].clone(), out[1].clone()))
     }
 
+    // Without the log-determinant a fixed-step solve skips the trace and gives the same `z`.
+    // An adaptive solve would choose other steps without the trace in its error norm, so it
+    // computes the trace anyway: `forward` and `forward_and_ladj` must agree.
     fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        if self.adaptive() {
+            return Ok(self.forward_and_ladj(x, context)?.0);
+        }
         let (out, _) = self.integrate(x, context, (0.0, self.config.time), false, false)?;
         Ok(out[0].clone())
     }
 
     fn inverse(&self, z: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        if self.adaptive() {
+            return Ok(self.inverse_and_ladj(z, context)?.0);
+        }
         let (out, _) = self.integrate(z, context, (self.config.time, 0.0), false, false)?;
         Ok(out[0].clone())
     }
