@@ -45,7 +45,7 @@ pub struct TrainArgs {
     pub out: Option<PathBuf>,
     /// Continue the stopped run in this model directory exactly (same data and settings);
     /// `--epochs` may raise the total number of epochs.
-    #[arg(long, conflicts_with_all = ["data", "out", "flow", "layers", "hidden", "blocks", "activation", "batch_norm", "base", "batch", "lr", "schedule", "clip", "seed", "val_frac", "patience", "test", "test_frac", "context_columns", "n", "drop_nonfinite"])]
+    #[arg(long, conflicts_with_all = ["data", "out", "flow", "layers", "hidden", "blocks", "activation", "batch_norm", "base", "batch", "lr", "schedule", "clip", "seed", "val_frac", "patience", "test", "test_frac", "context_columns", "n", "drop_nonfinite", "time", "kinetic_weight", "jacobian_weight", "noise", "solver", "atol", "rtol", "steps", "max_steps", "trace"])]
     pub resume: Option<PathBuf>,
     /// Passes over the training rows [default: 100].
     #[arg(long)]
@@ -490,6 +490,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "rollbacks": report.rollbacks,
         "stopped_early": report.stopped_early,
         "parameters": model.store().num_parameters(),
+        "seconds_per_epoch": report.train_seconds / report.epochs_run.max(1) as f64,
+        "function_evaluations_per_step": mean_evaluations(&report.history),
         "model_dir": dir.display().to_string(),
     });
     model.set_training_summary(serde_json::to_value(TrainingRecord {
@@ -514,6 +516,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
         print_summary(&summary);
     }
     Ok(())
+}
+
+/// Mean forward and backward function evaluations per training step over the epochs that
+/// report them (continuous flows); `null` for other flows.
+fn mean_evaluations(history: &[EpochStats]) -> serde_json::Value {
+    let counts: Vec<_> = history.iter().filter_map(|e| e.function_evaluations).collect();
+    if counts.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let n = counts.len() as f64;
+    serde_json::json!({
+        "forward": counts.iter().map(|c| c.forward).sum::<f64>() / n,
+        "backward": counts.iter().map(|c| c.backward).sum::<f64>() / n,
+    })
 }
 
 fn write_log(path: &Path, history: &[EpochStats]) -> Result<()> {
@@ -549,6 +565,10 @@ fn print_summary(s: &serde_json::Value) {
             num("test_log_prob"),
             num("test_log_prob_stderr")
         );
+    }
+    if let Some(f) = s["function_evaluations_per_step"]["forward"].as_f64() {
+        let b = s["function_evaluations_per_step"]["backward"].as_f64().unwrap_or(f64::NAN);
+        println!("  function evaluations per step:  {f:.1} forward, {b:.1} backward");
     }
     if s["skipped_steps"].as_u64().unwrap_or(0) > 0 {
         println!(

@@ -165,3 +165,11 @@ fn adjoint_backprop_and_finite_differences_agree() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_vanishing_field_takes_one_dopri5_step() -> Result<()> {
+    let zero = |_t: f64, y: &[Tensor]| -> Result<Vec<Tensor>> { Ok(vec![y[0].zeros_like()?]) };
+    let (y, stats) = solve(&zero, &Solver::default(), 0.0, 0.5, &[y0()?])?;
+    assert_eq!((stats.steps, stats.rejected, max_err(&y[0], &y0()?)?), (1, 0, 0.0));
+    Ok(())
+}
