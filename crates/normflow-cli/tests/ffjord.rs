@@ -39,6 +39,10 @@ fn train_reports_function_evaluations_and_the_flags_reach_the_spec() {
     assert_eq!(v["function_evaluations_per_step"]["backward"], 8.0, "{v}");
     assert!(v["best_val_log_prob"].as_f64().is_some_and(f64::is_finite), "{v}");
     assert!(v["seconds_per_epoch"].as_f64().is_some_and(|s| s > 0.0), "{v}");
+    let log = read(&out.join("train_log.csv"));
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines[0].ends_with(",nfe_forward,nfe_backward"), "{log}");
+    assert!(lines[1].ends_with(",8,8"), "{log}");
     let spec = read(&out.join("spec.json"));
     for word in [
         "\"family\": \"ffjord\"",
@@ -50,6 +54,17 @@ fn train_reports_function_evaluations_and_the_flags_reach_the_spec() {
     ] {
         assert!(spec.contains(word), "spec.json lacks {word}:\n{spec}");
     }
+}
+
+#[test]
+fn adjoint_flag_trains_and_counts_the_adjoint_solve() {
+    let dir = tempdir().unwrap();
+    let (out, v) = ffjord_model(dir.path(), "adjoint", &["--adjoint"]);
+    // The adjoint solve of rk4 with 2 steps: 8 evaluations (each with one vector-Jacobian
+    // product), like the forward solve.
+    assert_eq!(v["function_evaluations_per_step"]["backward"], 8.0, "{v}");
+    assert!(v["best_val_log_prob"].as_f64().is_some_and(f64::is_finite), "{v}");
+    assert!(read(&out.join("spec.json")).contains("\"adjoint\": true"));
 }
 
 #[test]
@@ -144,6 +159,7 @@ fn bad_continuous_flow_flags_are_named() {
         (vec!["--flow", "ffjord", "--kinetic-weight", "-1"], vec!["kinetic_weight"]),
         (vec!["--flow", "ffjord", "--solver", "rk4", "--steps", "0"], vec!["steps"]),
         (vec!["--flow", "maf", "--activation", "softplus"], vec!["softplus"]),
+        (vec!["--flow", "maf", "--adjoint"], vec!["ffjord only"]),
     ];
     for (extra, words) in cases {
         let args = with(&extra);

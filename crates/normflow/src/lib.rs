@@ -24,8 +24,10 @@
 //!   and the built-in 2-D toy densities ([`data::toy::Toy`]);
 //! - [`params`]: the seeded [`ParamStore`] every layer creates its tensors in;
 //! - [`testing`]: the public bijection checker;
-//! - [`flows`]: presets (MADE, MAF, IAF, NICE, RealNVP) described by a serializable
+//! - [`flows`]: presets (MADE, MAF, IAF, NICE, RealNVP, FFJORD) described by a serializable
 //!   [`flows::FlowSpec`];
+//! - [`ode`]: ODE solvers on tensors (Euler, RK4, adaptive Dopri5) and the adjoint method, behind
+//!   the continuous flows of [`bijections::cnf`];
 //! - [`model`]: a flow with its preprocessing, saved to and loaded from a directory;
 //! - [`train`]: maximum-likelihood training (Adam, schedules, early stopping, exact resume);
 //! - [`preprocess`]: standardization stored with the model.

@@ -156,6 +156,16 @@ fn cases() -> Vec<Case> {
             boxed(cnf(p, Solver::Rk4 { steps: 40 }, 2, OdeActivation::Tanh)?)
         })
         .context(2),
+        case("cnf, adjoint gradients", &[3], |p| {
+            let net = OdeNetConfig {
+                features: 3,
+                context_features: 0,
+                hidden: vec![8],
+                activation: OdeActivation::Tanh,
+            };
+            let config = CnfConfig { adjoint: true, ..cnf_config(Solver::Rk4 { steps: 40 }) };
+            boxed(Cnf::with_net(p, &net, config)?)
+        }),
         case("cnf, linear field", &[3], |p| {
             let field = Box::new(LinearField::new(&p.pp("field"), 3)?);
             boxed(Cnf::new(p, field, cnf_config(Solver::Rk4 { steps: 40 }))?)

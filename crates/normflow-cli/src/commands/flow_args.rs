@@ -230,6 +230,10 @@ pub struct FlowArgs {
     /// Hutchinson noise (ffjord) [default: rademacher].
     #[arg(long, value_enum)]
     pub noise: Option<NoiseKind>,
+    /// Train by the adjoint method (constant memory in the solver steps) instead of
+    /// backpropagation through the solver (ffjord).
+    #[arg(long)]
+    pub adjoint: bool,
     #[command(flatten)]
     pub ode: OdeArgs,
 }
@@ -261,10 +265,11 @@ impl FlowArgs {
             || args.time.is_some()
             || args.kinetic_weight.is_some()
             || args.jacobian_weight.is_some()
-            || args.noise.is_some();
+            || args.noise.is_some()
+            || args.adjoint;
         if continuous {
             bail!(
-                "--time, --kinetic-weight, --jacobian-weight, --noise and the solver flags apply to \
+                "--time, --kinetic-weight, --jacobian-weight, --noise, --adjoint and the solver flags apply to \
                  --flow ffjord only"
             );
         }
@@ -344,6 +349,7 @@ impl FlowArgs {
                 Some(NoiseKind::Gaussian) => HutchinsonNoise::Gaussian,
                 Some(NoiseKind::Rademacher) | None => HutchinsonNoise::Rademacher,
             },
+            adjoint: self.adjoint,
             base: base_spec(&self.base, context > 0)?,
             ..defaults
         };

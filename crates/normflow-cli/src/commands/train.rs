@@ -45,7 +45,7 @@ pub struct TrainArgs {
     pub out: Option<PathBuf>,
     /// Continue the stopped run in this model directory exactly (same data and settings);
     /// `--epochs` may raise the total number of epochs.
-    #[arg(long, conflicts_with_all = ["data", "out", "flow", "layers", "hidden", "blocks", "activation", "batch_norm", "base", "batch", "lr", "schedule", "clip", "seed", "val_frac", "patience", "test", "test_frac", "context_columns", "n", "drop_nonfinite", "time", "kinetic_weight", "jacobian_weight", "noise", "solver", "atol", "rtol", "steps", "max_steps", "trace"])]
+    #[arg(long, conflicts_with_all = ["data", "out", "flow", "layers", "hidden", "blocks", "activation", "batch_norm", "base", "batch", "lr", "schedule", "clip", "seed", "val_frac", "patience", "test", "test_frac", "context_columns", "n", "drop_nonfinite", "time", "kinetic_weight", "jacobian_weight", "noise", "adjoint", "solver", "atol", "rtol", "steps", "max_steps", "trace"])]
     pub resume: Option<PathBuf>,
     /// Passes over the training rows [default: 100].
     #[arg(long)]
@@ -533,12 +533,18 @@ fn mean_evaluations(history: &[EpochStats]) -> serde_json::Value {
 }
 
 fn write_log(path: &Path, history: &[EpochStats]) -> Result<()> {
-    let mut out =
-        String::from("epoch,train_loss,val_log_prob,lr,seconds,rows_per_second,skipped_steps\n");
+    let mut out = String::from(
+        "epoch,train_loss,val_log_prob,lr,seconds,rows_per_second,skipped_steps,nfe_forward,\
+         nfe_backward\n",
+    );
     for e in history {
         let val = e.val_log_prob.map(|v| v.to_string()).unwrap_or_default();
+        // Function evaluations per step: continuous flows only.
+        let (nfe_f, nfe_b) = e.function_evaluations.map_or((String::new(), String::new()), |c| {
+            (c.forward.to_string(), c.backward.to_string())
+        });
         out.push_str(&format!(
-            "{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{nfe_f},{nfe_b}\n",
             e.epoch, e.train_loss, val, e.lr, e.seconds, e.rows_per_second, e.skipped_steps
         ));
     }

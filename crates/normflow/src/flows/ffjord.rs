@@ -56,6 +56,9 @@ pub struct FfjordSpec {
     /// RNODE Jacobian-Frobenius weight.
     #[serde(default)]
     pub jacobian_weight: f64,
+    /// Train by the adjoint method instead of backpropagation through the solver.
+    #[serde(default)]
+    pub adjoint: bool,
     /// Base distribution.
     #[serde(default)]
     pub base: BaseSpec,
@@ -79,6 +82,7 @@ impl FfjordSpec {
             noise: cnf.noise,
             kinetic_weight: 0.0,
             jacobian_weight: 0.0,
+            adjoint: false,
             base: BaseSpec::StandardNormal,
         }
     }
@@ -92,6 +96,7 @@ impl FfjordSpec {
             noise: self.noise,
             kinetic_weight: self.kinetic_weight,
             jacobian_weight: self.jacobian_weight,
+            adjoint: self.adjoint,
         }
     }
 

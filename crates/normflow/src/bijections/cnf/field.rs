@@ -17,6 +17,9 @@ pub trait VectorField: Send + Sync + std::fmt::Debug {
     /// Dimension `D` of the state.
     fn features(&self) -> usize;
 
+    /// The trainable tensors `f` computes with (for the adjoint method's gradients).
+    fn parameters(&self) -> Vec<Tensor>;
+
     /// `f(t, z; c)` for `z (B, D)` (and context `c (B, C)`), and, when `tangents (K, B, D)` are
     /// given, the `K` products `J v_k (K, B, D)` with `J = df/dz` evaluated per sample.
     fn eval(
@@ -187,6 +190,15 @@ impl VectorField for OdeNet {
         self.features
     }
 
+    fn parameters(&self) -> Vec<Tensor> {
+        self.layers
+            .iter()
+            .flat_map(|l| {
+                [&l.weight, &l.bias, &l.gate_weight, &l.gate_bias, &l.time_bias].map(Tensor::clone)
+            })
+            .collect()
+    }
+
     fn eval(
         &self,
         t: f64,
@@ -246,6 +258,10 @@ impl LinearField {
 impl VectorField for LinearField {
     fn features(&self) -> usize {
         self.matrix.dim(0).unwrap_or(0)
+    }
+
+    fn parameters(&self) -> Vec<Tensor> {
+        vec![self.matrix.clone()]
     }
 
     fn eval(

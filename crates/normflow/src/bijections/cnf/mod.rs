@@ -1,6 +1,7 @@
 //! Continuous normalizing flows (Chen et al. 2018; FFJORD, Grathwohl et al. 2019) with RNODE
 //! regularization (Finlay et al. 2020).
 
+mod adjoint_op;
 mod field;
 #[cfg(test)]
 mod tests;
@@ -8,7 +9,7 @@ mod tests;
 pub use field::{LinearField, OdeActivation, OdeNet, OdeNetConfig, VectorField};
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::Tensor;
 use rand::{Rng, RngCore};
@@ -62,6 +63,10 @@ pub struct CnfConfig {
     pub kinetic_weight: f64,
     /// RNODE weight of the Jacobian Frobenius norm `int_0^T ||df/dz||_F^2 dt`.
     pub jacobian_weight: f64,
+    /// Gradients by the adjoint method (constant memory in the number of steps, CPU only)
+    /// instead of backpropagation through the solver's steps.
+    #[serde(default)]
+    pub adjoint: bool,
 }
 
 impl Default for CnfConfig {
@@ -74,6 +79,7 @@ impl Default for CnfConfig {
             noise: HutchinsonNoise::Rademacher,
             kinetic_weight: 0.0,
             jacobian_weight: 0.0,
+            adjoint: false,
         }
     }
 }
@@ -102,8 +108,10 @@ impl CnfConfig {
 /// (instantaneous change of variables, Chen et al. 2018). The trace is exact or Hutchinson's
 /// estimate ([`TraceEstimator`]); the Jacobian-vector products come from the field in forward
 /// mode ([`VectorField`]), so training needs only first-order gradients, which flow by
-/// backpropagation through the solver's steps. [`crate::ode::adjoint_gradients`] computes the
-/// same gradients with constant memory, for a given loss gradient, from [`Cnf::dynamics`].
+/// backpropagation through the solver's steps or, with [`CnfConfig::adjoint`], by the adjoint
+/// method ([`crate::ode::adjoint_gradients`]) inside candle's backward pass: a custom op whose
+/// memory does not grow with the number of steps (CPU only). [`Cnf::dynamics`] exposes the
+/// augmented dynamics for calling the adjoint directly.
 ///
 /// In training mode, with nonzero weights, the forward pass also integrates the RNODE terms
 /// and reports `mean_b(λ_K int ||f||^2 dt + λ_J int ||df/dz||_F^2 dt)` (the Frobenius norm by the
@@ -118,12 +126,13 @@ impl CnfConfig {
 /// `x: (B, D)`, context `(B, C)` -> `z: (B, D)`, ladj `(B,)`.
 #[derive(Debug)]
 pub struct Cnf {
-    field: Box<dyn VectorField>,
+    field: Arc<dyn VectorField>,
     config: CnfConfig,
     rng: Mutex<ChaCha8Rng>,
     training: AtomicBool,
     auxiliary: Mutex<Option<Tensor>>,
-    evaluations: Mutex<FunctionEvaluations>,
+    // Shared with the adjoint op, whose backward pass reports its evaluations later.
+    evaluations: Arc<Mutex<FunctionEvaluations>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,12 +146,12 @@ impl Cnf {
         config.validate()?;
         let seed = params.store().with_rng(|r| r.next_u64());
         Ok(Self {
-            field,
+            field: Arc::from(field),
             config,
             rng: Mutex::new(rand::SeedableRng::seed_from_u64(seed)),
             training: AtomicBool::new(true),
             auxiliary: Mutex::new(None),
-            evaluations: Mutex::new(FunctionEvaluations::default()),
+            evaluations: Arc::new(Mutex::new(FunctionEvaluations::default())),
         })
     }
 
@@ -226,6 +235,9 @@ impl Cnf {
         regularize: bool,
     ) -> Result<(Vec<Tensor>, SolveStats)> {
         let batch = self.check_input(x)?;
+        if ladj && self.config.adjoint && crate::inference::gradients_enabled() {
+            return self.integrate_adjoint(x, context, (t0, t1), regularize);
+        }
         let zeros = || Tensor::zeros(batch, x.dtype(), x.device());
         let (dynamics, state) = if ladj {
             let dynamics = CnfDynamics {
@@ -248,6 +260,40 @@ impl Cnf {
         *lock(&self.evaluations) =
             FunctionEvaluations { forward: stats.evaluations, backward: stats.graph_evaluations };
         Ok((out, stats))
+    }
+
+    /// [`Cnf::integrate`] through the adjoint custom op (see `adjoint_op.rs`).
+    fn integrate_adjoint(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        span: (f64, f64),
+        regularize: bool,
+    ) -> Result<(Vec<Tensor>, SolveStats)> {
+        if !x.device().is_cpu() {
+            return Err(Error::config("adjoint", true, "the adjoint method runs on the CPU only"));
+        }
+        let params = self.field.parameters();
+        let flat: Vec<Tensor> =
+            params.iter().map(|p| p.flatten_all()).collect::<candle_core::Result<_>>()?;
+        let theta = Tensor::cat(&flat, 0)?;
+        let op = adjoint_op::AdjointOp {
+            field: self.field.clone(),
+            context: context.cloned(),
+            tangents: self.tangents(x)?,
+            regularize,
+            solver: self.config.solver,
+            span,
+            evaluations: self.evaluations.clone(),
+        };
+        *lock(&self.evaluations) = FunctionEvaluations::default();
+        let out = x.contiguous()?.apply_op2(&theta, op)?;
+        let d = self.field.features();
+        let mut state = vec![out.narrow(1, 0, d)?];
+        for i in 0..if regularize { 3 } else { 1 } {
+            state.push(out.narrow(1, d + i, 1)?.squeeze(1)?);
+        }
+        Ok((state, SolveStats::default()))
     }
 
     fn adaptive(&self) -> bool {
@@ -307,7 +353,7 @@ impl Bijection for Cnf {
     }
 
     fn function_evaluations(&self) -> Option<FunctionEvaluations> {
-        Some(*lock(&self.evaluations))
+        Some(*lock(self.evaluations.as_ref()))
     }
 }
 
