@@ -79,15 +79,13 @@ fn initial_step(
     let diff: Vec<Tensor> =
         f1.iter().zip(f0).map(|(a, b)| Ok((a.detach() - b.detach())?)).collect::<Result<_>>()?;
     let d2 = rms_scaled(&diff, y0, tol)? / h0;
-    let h1 = if !d2.is_finite() {
-        (h0 * 1e-3).max(1e-6)
-    } else if d1.max(d2) <= 1e-15 {
+    if d1.max(d2) <= 1e-15 {
         // A field that vanishes (a flow at its identity initialization) is integrated exactly by
         // any step; should it grow later, the error control rejects and shrinks the step.
-        span
-    } else {
-        (0.01 / d1.max(d2)).powf(1.0 / 5.0)
-    };
+        return Ok(direction * span);
+    }
+    let h1 =
+        if !d2.is_finite() { (h0 * 1e-3).max(1e-6) } else { (0.01 / d1.max(d2)).powf(1.0 / 5.0) };
     Ok(direction * (100.0 * h0).min(h1))
 }
 
