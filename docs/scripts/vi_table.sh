@@ -13,7 +13,7 @@ for spec in "$@"; do
   k=${spec##*:}
   for target in u1 u2 u3 u4; do
     nice -n 10 "$BIN" vi --target "$target" --flow "$flow" --layers "$k" --hidden 64 \
-      --steps 3000 --batch 256 --lr 3e-3 --schedule cosine --seed 0 \
+      --iterations 3000 --batch 256 --lr 3e-3 --schedule cosine --seed 0 \
       --out "$OUT/${target}_${flow}${k}" --json >> docs/vi_results.jsonl
   done
 done

@@ -33,7 +33,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Fit a flow to a data file (CSV, NPY, IDX) or a built-in toy density.
-    Train(commands::train::TrainArgs),
+    // Boxed: its flags (architecture, solver, training) make it the largest variant by far.
+    Train(Box<commands::train::TrainArgs>),
     /// Mean log-likelihood of a data set under a trained model.
     Eval(commands::eval::EvalArgs),
     /// One log-density per input row, written as CSV.
@@ -64,7 +65,7 @@ fn main() -> ExitCode {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     let result = match cli.command {
-        Command::Train(args) => commands::train::run(args),
+        Command::Train(args) => commands::train::run(*args),
         Command::Eval(args) => commands::eval::run(args),
         Command::LogProb(args) => commands::log_prob::run(args),
         Command::Sample(args) => commands::sample::run(args),

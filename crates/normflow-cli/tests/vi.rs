@@ -16,7 +16,7 @@ fn number(v: &serde_json::Value, key: &str) -> f64 {
 fn vi(target: &str, out: &Path, extra: &[&str]) -> String {
     let mut args = vec!["vi", "--target", target, "--out", s(out)];
     args.extend_from_slice(TINY);
-    args.extend_from_slice(&["--steps", "30", "--batch", "32", "--eval-samples", "500"]);
+    args.extend_from_slice(&["--iterations", "30", "--batch", "32", "--eval-samples", "500"]);
     args.extend_from_slice(extra);
     ok(&args)
 }
@@ -107,7 +107,7 @@ fn vi_options_reach_the_run() {
     assert!(log_rows(&out.join("vi_log.csv")).iter().all(|r| r[2] == "1"));
     // The default anneals over a quarter of the steps.
     let out = dir.path().join("default");
-    let mut args = vec!["vi", "--target", "u1", "--out", s(&out), "--steps", "40", "--json"];
+    let mut args = vec!["vi", "--target", "u1", "--out", s(&out), "--iterations", "40", "--json"];
     args.extend_from_slice(&["--batch", "16", "--eval-samples", "100", "--no-plot"]);
     args.extend_from_slice(TINY);
     let v = json(&ok(&args));
@@ -156,10 +156,10 @@ fn bad_vi_input_names_the_flag() {
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (vec!["--target", "u5"], vec!["--target u5", "funnel:D"]),
         (vec!["--target", "funnel:1"], vec!["--target funnel:1"]),
-        (vec!["--target", "u1", "--steps", "0"], vec!["--steps 0"]),
+        (vec!["--target", "u1", "--iterations", "0"], vec!["--iterations 0"]),
         (
-            vec!["--target", "u1", "--steps", "5", "--anneal-steps", "6"],
-            vec!["--anneal-steps 6", "--steps 5"],
+            vec!["--target", "u1", "--iterations", "5", "--anneal-steps", "6"],
+            vec!["--anneal-steps 6", "--iterations 5"],
         ),
         (vec!["--target", "u1", "--batch", "0"], vec!["--batch 0"]),
         (vec!["--target", "u1", "--eval-samples", "0"], vec!["--eval-samples 0"]),

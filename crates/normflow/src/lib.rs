@@ -24,8 +24,11 @@
 //!   and the built-in 2-D toy densities ([`data::toy::Toy`]);
 //! - [`params`]: the seeded [`ParamStore`] every layer creates its tensors in;
 //! - [`testing`]: the public bijection checker;
-//! - [`flows`]: presets (MADE, MAF, IAF, NICE, RealNVP, planar, radial, Sylvester) described
-//!   by a serializable [`flows::FlowSpec`];
+//! - [`flows`]: presets (MADE, MAF, IAF, NICE, RealNVP, spline and other non-affine flows,
+//!   image flows, planar, radial, Sylvester, FFJORD) described by a serializable
+//!   [`flows::FlowSpec`];
+//! - [`ode`]: ODE solvers on tensors (Euler, RK4, adaptive Dopri5) and the adjoint method, behind
+//!   the continuous flows of [`bijections::cnf`];
 //! - [`model`]: a flow with its preprocessing, saved to and loaded from a directory;
 //! - [`train`]: maximum-likelihood training (Adam, schedules, early stopping, exact resume);
 //! - [`maxent`]: maximum-entropy flows under moment constraints (augmented Lagrangian);
@@ -77,6 +80,7 @@ pub mod linalg;
 pub mod maxent;
 pub mod model;
 pub mod nn;
+pub mod ode;
 pub mod ops;
 pub mod params;
 pub mod preprocess;

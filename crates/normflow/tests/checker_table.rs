@@ -6,9 +6,13 @@
 
 use std::sync::Arc;
 
+use normflow::bijections::cnf::{
+    Cnf, CnfConfig, LinearField, OdeActivation, OdeNetConfig, TraceEstimator,
+};
 use normflow::bijections::*;
 use normflow::candle::{DType, Device, Tensor};
 use normflow::nn::{Activation, MadeOrder};
+use normflow::ode::Solver;
 use normflow::preprocess::Standardization;
 use normflow::testing::{check_bijection, CheckOptions};
 use normflow::{Bijection, ParamStore, Params, Result};
@@ -104,6 +108,16 @@ fn image_coupling(channels: usize, mask: ImageMask) -> ImageCouplingConfig {
 
 fn sylvester(features: usize, m: usize, basis: SylvesterBasis) -> SylvesterConfig {
     SylvesterConfig { features, m, basis }
+}
+
+fn cnf_config(solver: Solver) -> CnfConfig {
+    CnfConfig { time: 0.5, solver, trace: TraceEstimator::Exact, ..CnfConfig::default() }
+}
+
+fn cnf(p: &Params, solver: Solver, context: usize, activation: OdeActivation) -> Result<Cnf> {
+    let features = if context > 0 { 2 } else { 3 };
+    let net = OdeNetConfig { features, context_features: context, hidden: vec![8, 8], activation };
+    Cnf::with_net(p, &net, cnf_config(solver))
 }
 
 fn cases() -> Vec<Case> {
@@ -342,6 +356,33 @@ fn cases() -> Vec<Case> {
             boxed(Sylvester::new(p, &sylvester(3, 3, SylvesterBasis::Reversal))?)
         }),
         case("householder", &[4], |p| boxed(Householder::new(p, 4, 3)?)),
+        // Continuous flows: exact trace and accurate solvers, so that the discretization error
+        // stays below the checker's tolerance.
+        case("cnf, rk4", &[3], |p| {
+            boxed(cnf(p, Solver::Rk4 { steps: 40 }, 0, OdeActivation::Tanh)?)
+        }),
+        case("cnf, dopri5", &[3], |p| {
+            let solver = Solver::Dopri5 { atol: 1e-11, rtol: 1e-11, max_steps: 10_000 };
+            boxed(cnf(p, solver, 0, OdeActivation::Softplus)?)
+        }),
+        case("cnf, context", &[2], |p| {
+            boxed(cnf(p, Solver::Rk4 { steps: 40 }, 2, OdeActivation::Tanh)?)
+        })
+        .context(2),
+        case("cnf, adjoint gradients", &[3], |p| {
+            let net = OdeNetConfig {
+                features: 3,
+                context_features: 0,
+                hidden: vec![8],
+                activation: OdeActivation::Tanh,
+            };
+            let config = CnfConfig { adjoint: true, ..cnf_config(Solver::Rk4 { steps: 40 }) };
+            boxed(Cnf::with_net(p, &net, config)?)
+        }),
+        case("cnf, linear field", &[3], |p| {
+            let field = Box::new(LinearField::new(&p.pp("field"), 3)?);
+            boxed(Cnf::new(p, field, cnf_config(Solver::Rk4 { steps: 40 }))?)
+        }),
         // `Standardize`, the fixed first layer of every model (preprocess.rs).
         case("standardize", &[3], |p| {
             let s = Standardization { shift: vec![1.0, -2.0, 0.5], scale: vec![0.5, 3.0, 1.5] };

@@ -67,13 +67,15 @@ pub struct ModelData {
     /// Skip rows with NaN or infinite values (they get no log-density) instead of failing.
     #[arg(long)]
     pub drop_nonfinite: bool,
+    #[command(flatten)]
+    pub ode: flow_args::OdeArgs,
 }
 
 impl ModelData {
     /// Loads the model and the data and returns the data's per-row log-densities, with the
     /// seconds spent computing them (loading excluded).
     pub fn log_probs(&self) -> Result<(Vec<f64>, f64)> {
-        let model = load_model(&self.model)?;
+        let model = flow_args::load_model_with(&self.model, &self.ode)?;
         let table = crate::data_source::load(&self.data, self.n, self.seed, self.drop_nonfinite)?;
         check_width(&model, &table, &self.data)?;
         let (data, context) = train::split_like_training(&model, &table)?;

@@ -9,9 +9,9 @@ use normflow::data::Table;
 use normflow::model::Model;
 use normflow::vi::{log_density_on_grid, BuiltinTarget};
 
+use super::log_probs;
 use super::sample::{data_columns, draw};
 use super::train::{split_like_training, training_record};
-use super::{load_model, log_probs};
 use crate::data_source;
 
 #[derive(Debug, Args)]
@@ -33,6 +33,8 @@ pub struct PlotArgs {
     /// Number of samples to draw.
     #[arg(short = 'n', long = "n", default_value_t = 2000)]
     pub n: usize,
+    #[command(flatten)]
+    pub ode: super::flow_args::OdeArgs,
     /// Seed of the samples.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -113,7 +115,7 @@ fn density_panels(
 
 /// Runs `normflow plot`.
 pub fn run(args: PlotArgs) -> Result<()> {
-    let model = load_model(&args.model)?;
+    let model = super::flow_args::load_model_with(&args.model, &args.ode)?;
     if model.context_features() > 0 {
         bail!("plotting conditional models is not supported yet");
     }

@@ -10,7 +10,7 @@ use normflow::distributions::Distribution;
 use normflow::model::Model;
 
 use super::train::training_record;
-use super::{load_model, EVAL_BATCH};
+use super::EVAL_BATCH;
 
 #[derive(Debug, Args)]
 pub struct SampleArgs {
@@ -20,6 +20,8 @@ pub struct SampleArgs {
     /// Number of samples.
     #[arg(short = 'n', long = "n", default_value_t = 1000)]
     pub n: usize,
+    #[command(flatten)]
+    pub ode: super::flow_args::OdeArgs,
     /// Seed of the base samples.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -77,7 +79,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if !(args.temperature.is_finite() && args.temperature > 0.0) {
         bail!("--temperature {}: must be a finite number > 0", args.temperature);
     }
-    let model = load_model(&args.model)?;
+    let model = super::flow_args::load_model_with(&args.model, &args.ode)?;
     let start = std::time::Instant::now();
     let values = draw_at_temperature(&model, args.n, args.seed, args.temperature)?;
     let seconds = start.elapsed().as_secs_f64();

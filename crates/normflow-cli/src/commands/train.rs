@@ -46,7 +46,7 @@ pub struct TrainArgs {
     pub out: Option<PathBuf>,
     /// Continue the stopped run in this model directory exactly (same data and settings);
     /// `--epochs` may raise the total number of epochs.
-    #[arg(long, conflicts_with_all = ["data", "out", "flow", "layers", "hidden", "blocks", "activation", "batch_norm", "base", "image_shape", "levels", "bins", "bound", "batch", "lr", "schedule", "clip", "seed", "val_frac", "patience", "test", "test_frac", "context_columns", "n", "drop_nonfinite"])]
+    #[arg(long, conflicts_with_all = ["data", "out", "flow", "layers", "hidden", "blocks", "activation", "batch_norm", "base", "image_shape", "levels", "bins", "bound", "batch", "lr", "schedule", "clip", "seed", "val_frac", "patience", "test", "test_frac", "context_columns", "n", "drop_nonfinite", "time", "kinetic_weight", "jacobian_weight", "noise", "adjoint", "solver", "atol", "rtol", "steps", "max_steps", "trace"])]
     pub resume: Option<PathBuf>,
     /// Passes over the training rows [default: 100].
     #[arg(long)]
@@ -507,6 +507,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "test_bits_per_dim": image_dims.zip(test).map(|(d, t)| bits_per_dim(t.0, d)),
         "best_val_bits_per_dim":
             image_dims.zip(report.best_val_log_prob).map(|(d, v)| bits_per_dim(v, d)),
+        "seconds_per_epoch": report.train_seconds / report.epochs_run.max(1) as f64,
+        "function_evaluations_per_step": mean_evaluations(&report.history),
         "model_dir": dir.display().to_string(),
     });
     model.set_training_summary(serde_json::to_value(TrainingRecord {
@@ -533,13 +535,33 @@ pub fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Mean forward and backward function evaluations per training step over the epochs that
+/// report them (continuous flows); `null` for other flows.
+fn mean_evaluations(history: &[EpochStats]) -> serde_json::Value {
+    let counts: Vec<_> = history.iter().filter_map(|e| e.function_evaluations).collect();
+    if counts.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let n = counts.len() as f64;
+    serde_json::json!({
+        "forward": counts.iter().map(|c| c.forward).sum::<f64>() / n,
+        "backward": counts.iter().map(|c| c.backward).sum::<f64>() / n,
+    })
+}
+
 fn write_log(path: &Path, history: &[EpochStats]) -> Result<()> {
-    let mut out =
-        String::from("epoch,train_loss,val_log_prob,lr,seconds,rows_per_second,skipped_steps\n");
+    let mut out = String::from(
+        "epoch,train_loss,val_log_prob,lr,seconds,rows_per_second,skipped_steps,nfe_forward,\
+         nfe_backward\n",
+    );
     for e in history {
         let val = e.val_log_prob.map(|v| v.to_string()).unwrap_or_default();
+        // Function evaluations per step: continuous flows only.
+        let (nfe_f, nfe_b) = e.function_evaluations.map_or((String::new(), String::new()), |c| {
+            (c.forward.to_string(), c.backward.to_string())
+        });
         out.push_str(&format!(
-            "{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{nfe_f},{nfe_b}\n",
             e.epoch, e.train_loss, val, e.lr, e.seconds, e.rows_per_second, e.skipped_steps
         ));
     }
@@ -566,6 +588,10 @@ fn print_summary(s: &serde_json::Value) {
             num("test_log_prob"),
             num("test_log_prob_stderr")
         );
+    }
+    if let Some(f) = s["function_evaluations_per_step"]["forward"].as_f64() {
+        let b = s["function_evaluations_per_step"]["backward"].as_f64().unwrap_or(f64::NAN);
+        println!("  function evaluations per step:  {f:.1} forward, {b:.1} backward");
     }
     if s["skipped_steps"].as_u64().unwrap_or(0) > 0 {
         println!(

@@ -34,8 +34,9 @@ pub struct ViArgs {
     /// Output model directory (created; an existing model there is replaced).
     #[arg(long)]
     pub out: PathBuf,
-    /// Optimization steps.
-    #[arg(long, default_value_t = 2000)]
+    /// Optimization steps (named `--iterations` because `--steps` is the ODE solver's, for
+    /// ffjord).
+    #[arg(long = "iterations", id = "iterations", default_value_t = 2000)]
     pub steps: usize,
     /// Samples of the flow per step.
     #[arg(long, default_value_t = 256)]
@@ -47,7 +48,7 @@ pub struct ViArgs {
     #[arg(long, value_enum, default_value = "constant")]
     pub schedule: ViSchedule,
     /// Steps over which the inverse temperature rises linearly from --initial-beta to 1
-    /// (0 = no annealing) [default: a quarter of --steps].
+    /// (0 = no annealing) [default: a quarter of --iterations].
     #[arg(long)]
     pub anneal_steps: Option<usize>,
     /// Inverse temperature at the first step, in (0, 1].
@@ -116,7 +117,7 @@ fn check_args(args: &ViArgs) -> Result<()> {
         ("--layers", args.flow.layers),
         ("--hidden", args.flow.hidden),
         ("--blocks", args.flow.blocks),
-        ("--steps", args.steps),
+        ("--iterations", args.steps),
         ("--batch", args.batch),
         ("--eval-samples", args.eval_samples),
     ];
@@ -132,7 +133,7 @@ fn check_args(args: &ViArgs) -> Result<()> {
         bail!("--clip {}: must be a finite number >= 0 (0 = no clipping)", args.clip);
     }
     if let Some(a) = args.anneal_steps.filter(|&a| a > 0 && a >= args.steps) {
-        bail!("--anneal-steps {a}: must be below --steps {} (or 0: no annealing)", args.steps);
+        bail!("--anneal-steps {a}: must be below --iterations {} (or 0: no annealing)", args.steps);
     }
     if !(args.initial_beta > 0.0 && args.initial_beta <= 1.0) {
         bail!("--initial-beta {}: must be in (0, 1]", args.initial_beta);

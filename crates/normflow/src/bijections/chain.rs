@@ -73,4 +73,12 @@ impl Bijection for Chain {
     fn set_training(&self, training: bool) {
         self.layers.iter().for_each(|l| l.set_training(training));
     }
+
+    fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
+        super::sum_optional(self.layers.iter().map(|l| l.auxiliary_loss()))
+    }
+
+    fn function_evaluations(&self) -> Option<crate::ode::FunctionEvaluations> {
+        self.layers.iter().filter_map(|l| l.function_evaluations()).reduce(|a, b| a + b)
+    }
 }

@@ -41,6 +41,13 @@ impl<B: Bijection> Bijection for Inverse<B> {
     fn set_training(&self, training: bool) {
         self.inner.set_training(training)
     }
+    // Only the inner layer's forward computes the auxiliary term: reported as is.
+    fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
+        self.inner.auxiliary_loss()
+    }
+    fn function_evaluations(&self) -> Option<crate::ode::FunctionEvaluations> {
+        self.inner.function_evaluations()
+    }
     // The inverse of a triangular map in order `o` is triangular in the same order.
     fn jacobian_order(&self) -> Option<Vec<usize>> {
         self.inner.jacobian_order()

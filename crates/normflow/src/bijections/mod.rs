@@ -20,6 +20,7 @@ mod affine_params;
 mod autoregressive;
 mod batch_norm;
 mod chain;
+pub mod cnf;
 mod coupling;
 mod cubic_spline;
 mod elementwise_affine;
@@ -118,6 +119,36 @@ pub trait Bijection: Send + Sync + std::fmt::Debug {
     fn jacobian_order(&self) -> Option<Vec<usize>> {
         None
     }
+
+    /// A scalar regularization term computed by this layer's last `forward_and_ladj` call (in
+    /// the graph of that call), for the training loss `-mean log p + auxiliary`; `None` when
+    /// that call computed none. Continuous flows report RNODE's kinetic-energy and Jacobian
+    /// penalties here (in training mode). Containers sum their layers'.
+    fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// Function evaluations of the numerical solver behind this layer's last call, for layers
+    /// that integrate an ODE (`None` for closed-form layers). Containers sum their layers'.
+    fn function_evaluations(&self) -> Option<crate::ode::FunctionEvaluations> {
+        None
+    }
+}
+
+/// Sums optional scalar terms, `None` when there are none.
+pub(crate) fn sum_optional(
+    terms: impl IntoIterator<Item = Result<Option<Tensor>>>,
+) -> Result<Option<Tensor>> {
+    let mut total: Option<Tensor> = None;
+    for term in terms {
+        if let Some(t) = term? {
+            total = Some(match total {
+                Some(acc) => (acc + t)?,
+                None => t,
+            });
+        }
+    }
+    Ok(total)
 }
 
 impl<B: Bijection + ?Sized> Bijection for Box<B> {
@@ -138,6 +169,12 @@ impl<B: Bijection + ?Sized> Bijection for Box<B> {
     }
     fn jacobian_order(&self) -> Option<Vec<usize>> {
         (**self).jacobian_order()
+    }
+    fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
+        (**self).auxiliary_loss()
+    }
+    fn function_evaluations(&self) -> Option<crate::ode::FunctionEvaluations> {
+        (**self).function_evaluations()
     }
 }
 

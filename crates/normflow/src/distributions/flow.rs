@@ -71,4 +71,15 @@ impl Distribution for Flow {
         self.transform.set_training(training);
         self.base.set_training(training);
     }
+
+    fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
+        crate::bijections::sum_optional([
+            self.transform.auxiliary_loss(),
+            self.base.auxiliary_loss(),
+        ])
+    }
+
+    fn function_evaluations(&self) -> Option<crate::ode::FunctionEvaluations> {
+        self.transform.function_evaluations()
+    }
 }

@@ -38,6 +38,18 @@ pub trait Distribution: Send + Sync + std::fmt::Debug {
 
     /// Switches training / evaluation behaviour (see [`crate::Bijection::set_training`]).
     fn set_training(&self, _training: bool) {}
+
+    /// The regularization term of the last `log_prob` call, which training adds to the loss
+    /// (see [`crate::Bijection::auxiliary_loss`]).
+    fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// Solver function evaluations of the last call (see
+    /// [`crate::Bijection::function_evaluations`]).
+    fn function_evaluations(&self) -> Option<crate::ode::FunctionEvaluations> {
+        None
+    }
 }
 
 impl<D: Distribution + ?Sized> Distribution for Box<D> {
@@ -60,6 +72,12 @@ impl<D: Distribution + ?Sized> Distribution for Box<D> {
     }
     fn set_training(&self, training: bool) {
         (**self).set_training(training)
+    }
+    fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
+        (**self).auxiliary_loss()
+    }
+    fn function_evaluations(&self) -> Option<crate::ode::FunctionEvaluations> {
+        (**self).function_evaluations()
     }
 }
 

@@ -25,16 +25,19 @@
 //!
 //! The `planar`, `radial` and `sylvester` presets are unconditional; their hyperparameters are
 //! [`VariationalSpec`] and [`SylvesterSpec`].
+//! | `ffjord` | L continuous flows, ODE-solved (Grathwohl et al. 2019) | neither (one solve each way) |
 
 mod autoregressive;
 mod base;
 mod coupling;
+mod ffjord;
 mod image;
 mod spec;
 mod transformer_flows;
 mod variational;
 
 pub use base::BaseSpec;
+pub use ffjord::FfjordSpec;
 pub use image::{bits_per_dim, ImageFlowSpec};
 pub use spec::{AutoregressiveSpec, CouplingSpec, FlowSpec, PermutationKind};
 pub use transformer_flows::{TransformerFlowSpec, TransformerSpec};

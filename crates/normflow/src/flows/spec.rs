@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::base::BaseSpec;
+use super::ffjord::FfjordSpec;
 use super::image::ImageFlowSpec;
 use super::transformer_flows::TransformerFlowSpec;
 use super::variational::{self, SylvesterSpec, VariationalSpec};
@@ -145,6 +146,8 @@ pub enum FlowSpec {
     Radial(VariationalSpec),
     /// Sylvester flow (van den Berg et al. 2018).
     Sylvester(SylvesterSpec),
+    /// Continuous normalizing flow (FFJORD).
+    Ffjord(FfjordSpec),
 }
 
 impl FlowSpec {
@@ -158,6 +161,7 @@ impl FlowSpec {
             FlowSpec::RealNvp(_) => "realnvp",
             FlowSpec::RealNvpImage(_) => "realnvp-image",
             FlowSpec::Glow(_) => "glow",
+            FlowSpec::Ffjord(_) => "ffjord",
             FlowSpec::Planar(_) => "planar",
             FlowSpec::Radial(_) => "radial",
             FlowSpec::Sylvester(_) => "sylvester",
@@ -184,6 +188,7 @@ impl FlowSpec {
             FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => s.features(),
             FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.features,
             FlowSpec::Sylvester(s) => s.features,
+            FlowSpec::Ffjord(s) => s.features,
         }
     }
 
@@ -196,6 +201,7 @@ impl FlowSpec {
             FlowSpec::RealNvpImage(_) | FlowSpec::Glow(_) => 0,
             FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.context_features,
             FlowSpec::Sylvester(s) => s.context_features,
+            FlowSpec::Ffjord(s) => s.context_features,
         }
     }
 
@@ -238,6 +244,7 @@ impl FlowSpec {
             FlowSpec::Autoregressive(s) => s.validate(false)?,
             FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.validate()?,
             FlowSpec::Sylvester(s) => s.validate()?,
+            FlowSpec::Ffjord(s) => s.validate()?,
         }
         Ok(())
     }
@@ -268,6 +275,7 @@ impl FlowSpec {
                 variational::build(&params.pp("transform"), s, variational::Kind::Radial)?
             }
             FlowSpec::Sylvester(s) => variational::build_sylvester(&params.pp("transform"), s)?,
+            FlowSpec::Ffjord(s) => super::ffjord::build(&params.pp("transform"), s)?,
         };
         let (features, context, base) = match self {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => {
@@ -280,6 +288,7 @@ impl FlowSpec {
             FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => (s.features(), 0, &s.base),
             FlowSpec::Planar(s) | FlowSpec::Radial(s) => (s.features, s.context_features, &s.base),
             FlowSpec::Sylvester(s) => (s.features, s.context_features, &s.base),
+            FlowSpec::Ffjord(s) => (s.features, s.context_features, &s.base),
         };
         let base = base.build(&params.pp("base"), features, context)?;
         Ok((transform, base))

@@ -407,4 +407,12 @@ impl Distribution for Model {
     fn set_training(&self, training: bool) {
         self.flow.set_training(training)
     }
+
+    fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
+        self.flow.auxiliary_loss()
+    }
+
+    fn function_evaluations(&self) -> Option<crate::ode::FunctionEvaluations> {
+        self.flow.function_evaluations()
+    }
 }

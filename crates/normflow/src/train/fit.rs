@@ -11,10 +11,10 @@ use super::data::{
     add_uniform_noise, all_finite, epoch_order, gather_rows, validation_split,
     VALIDATION_NOISE_STREAM,
 };
-use super::observer::{nan_as_null, Control, EpochStats, TrainObserver};
+use super::observer::{nan_as_null, Control, EpochStats, MeanEvaluations, TrainObserver};
 use super::schedule::LrScheduler;
 use super::state::{Snapshot, TrainProgress, TrainState};
-use super::step::guarded_step;
+use super::step::{guarded_step, to_f64};
 use crate::distributions::Distribution;
 use crate::params::ParamStore;
 use crate::{ensure_config, Error, Result};
@@ -251,6 +251,7 @@ impl Run<'_> {
         let order = epoch_order(self.config.seed, epoch, n_train);
         let batches: Vec<&[usize]> = order.chunks(self.config.batch_size).collect();
         let (mut loss_sum, mut loss_rows, mut skipped) = (0.0, 0usize, 0usize);
+        let (mut nfe_forward, mut nfe_backward, mut nfe_steps) = (0usize, 0usize, 0usize);
         self.model.set_training(true);
         for (b, idx) in batches.iter().enumerate() {
             let mut xb = gather_rows(&self.train_x, idx)?;
@@ -259,7 +260,13 @@ impl Run<'_> {
                 xb = add_uniform_noise(&xb, self.config.seed, stream)?;
             }
             let cb = self.train_c.as_ref().map(|c| gather_rows(c, idx)).transpose()?;
-            match self.try_step(&xb, cb.as_ref(), lr)? {
+            let step = self.try_step(&xb, cb.as_ref(), lr)?;
+            if let Some(nfe) = self.model.function_evaluations() {
+                nfe_forward += nfe.forward;
+                nfe_backward += nfe.backward;
+                nfe_steps += 1;
+            }
+            match step {
                 Some(loss) => {
                     loss_sum += loss * idx.len() as f64;
                     loss_rows += idx.len();
@@ -314,6 +321,10 @@ impl Run<'_> {
             seconds: start.elapsed().as_secs_f64(),
             rows_per_second: n_train as f64 / train_seconds,
             skipped_steps: skipped,
+            function_evaluations: (nfe_steps > 0).then(|| MeanEvaluations {
+                forward: nfe_forward as f64 / nfe_steps as f64,
+                backward: nfe_backward as f64 / nfe_steps as f64,
+            }),
         };
         progress.history.push(stats.clone());
 
@@ -333,9 +344,21 @@ impl Run<'_> {
 
     /// One optimization step on a batch; `None` (and nothing changed) when the loss or the
     /// gradient is not finite, otherwise the batch's loss.
+    ///
+    /// The optimized loss adds the model's auxiliary term ([`Distribution::auxiliary_loss`],
+    /// e.g. RNODE's penalties) to `-mean log p`; the reported loss is `-mean log p` alone.
     fn try_step(&mut self, x: &Tensor, context: Option<&Tensor>, lr: f64) -> Result<Option<f64>> {
-        let loss = self.model.log_prob(x, context)?.mean_all()?.neg()?;
-        guarded_step(self.store, &mut self.adam, &loss, self.config.clip_grad_norm, lr)
+        let nll = self.model.log_prob(x, context)?.mean_all()?.neg()?;
+        // Regularizers a layer reports (e.g. FFJORD's RNODE terms) join the optimized loss;
+        // the reported loss stays the negative log-likelihood.
+        let loss = match self.model.auxiliary_loss()? {
+            Some(aux) => (&nll + aux.to_dtype(x.dtype())?)?,
+            None => nll.clone(),
+        };
+        match guarded_step(self.store, &mut self.adam, &loss, self.config.clip_grad_norm, lr)? {
+            Some(_) => Ok(Some(to_f64(&nll)?)),
+            None => Ok(None),
+        }
     }
 
     /// Back to the best state (model and optimizer), with half the learning rate.

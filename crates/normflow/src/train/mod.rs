@@ -2,7 +2,8 @@
 //! state.
 //!
 //! [`fit`] minimizes the negative log-likelihood `-mean log p(x | c)` of a [`Distribution`]
-//! whose parameters live in a [`ParamStore`], over mini-batches, with:
+//! whose parameters live in a [`ParamStore`] (plus the model's auxiliary regularization term,
+//! if it reports one: [`Distribution::auxiliary_loss`]), over mini-batches, with:
 //! - a seeded validation split, early stopping, and the best model restored at the end;
 //! - [`Adam`] (optionally AdamW), global gradient-norm clipping, an [`LrSchedule`] with warmup;
 //! - protection against numerical blow-ups: a step with a non-finite loss or gradient is
@@ -50,7 +51,7 @@ pub use config::TrainConfig;
 pub use data::validation_split;
 pub use fit::{fit, fit_from, log_probs, mean_log_prob, TrainReport};
 pub(crate) use observer::nan_as_null;
-pub use observer::{Control, EpochStats, NoopObserver, TrainObserver};
+pub use observer::{Control, EpochStats, MeanEvaluations, NoopObserver, TrainObserver};
 pub use schedule::{LrSchedule, LrScheduler, PlateauState};
 pub use state::{Snapshot, TrainProgress, TrainState};
 pub use step::guarded_step;

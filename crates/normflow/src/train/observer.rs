@@ -26,6 +26,19 @@ pub struct EpochStats {
     pub rows_per_second: f64,
     /// Steps skipped in this epoch because the loss or gradient was not finite.
     pub skipped_steps: usize,
+    /// Mean function evaluations per training step of the models that solve ODEs (continuous
+    /// flows), in the forward and the backward pass; `None` for other models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_evaluations: Option<MeanEvaluations>,
+}
+
+/// Mean number of function evaluations per training step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MeanEvaluations {
+    /// Forward pass.
+    pub forward: f64,
+    /// Backward pass.
+    pub backward: f64,
 }
 
 /// Whether training should go on after an epoch.
