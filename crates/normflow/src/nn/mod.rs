@@ -1,6 +1,8 @@
 //! Neural networks used as conditioners: MLPs, masked (MADE) networks.
 
+pub mod dense;
 pub mod fused;
+pub mod gemm;
 mod linear;
 mod made;
 mod mlp;
