@@ -207,12 +207,13 @@ mod tests {
                 store.perturb(0.5, 2)?;
                 let mut rng = crate::random::rng_from_seed(1);
                 let z = crate::random::standard_normal(
-                    (70, config.features),
+                    (2 * crate::nn::dense::MIN_PIECE_ROWS + 5, config.features),
                     dtype,
                     &Device::Cpu,
                     &mut rng,
                 )?;
-                let c = crate::random::standard_normal((70, 3), dtype, &Device::Cpu, &mut rng)?;
+                let c =
+                    crate::random::standard_normal((z.dim(0)?, 3), dtype, &Device::Cpu, &mut rng)?;
                 let c = c.narrow(1, 0, config.context_features.max(1))?;
                 let c = (config.context_features > 0).then_some(c);
                 let (x, ladj) = maf.inverse_and_ladj(&z, c.as_ref())?;

@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::fused::FusedActivation;
-use super::gemm::{matmul, parallelism, Real, View};
+use rayon::prelude::*;
+
+use super::gemm::{matmul, Parallelism, Real, View};
 
 /// Rows per group of a masked layer's blocked product (measured on the 512 x 256 x 256 hidden
 /// layer; see docs/PERFORMANCE.md).
@@ -224,25 +226,32 @@ impl LayerPlan {
         let (ws, bs) = (self.sorted_weights(w), self.sorted_bias(b));
         let (n_out, n_in) = (self.outputs, self.inputs);
         let mut y = vec![T::ZERO; batch * n_out];
-        let par = parallelism();
-        for g in &self.groups {
-            let rows = g.end - g.start;
-            matmul(
-                &mut y,
-                View::row_major(n_out, 0, batch, g.start, rows),
-                false,
-                x,
-                View::row_major(n_in, 0, batch, 0, g.prefix),
-                &ws,
-                View::row_major(n_in, g.start, rows, 0, g.prefix).t(),
-                par,
-            )?;
-        }
-        for row in y.chunks_exact_mut(n_out.max(1)) {
-            for (v, &bias) in row.iter_mut().zip(bs.iter()) {
-                *v = act.apply(*v + bias);
-            }
-        }
+        // Threads take whole slices of the batch: one fork per layer, each gemm on one thread.
+        let rows = rows_per_piece(batch);
+        y.par_chunks_mut(rows * n_out.max(1)).zip(x.par_chunks(rows * n_in.max(1))).try_for_each(
+            |(y, x)| -> candle_core::Result<()> {
+                let batch = y.len() / n_out.max(1);
+                for g in &self.groups {
+                    let width = g.end - g.start;
+                    matmul(
+                        y,
+                        View::row_major(n_out, 0, batch, g.start, width),
+                        false,
+                        x,
+                        View::row_major(n_in, 0, batch, 0, g.prefix),
+                        &ws,
+                        View::row_major(n_in, g.start, width, 0, g.prefix).t(),
+                        Parallelism::None,
+                    )?;
+                }
+                for row in y.chunks_exact_mut(n_out.max(1)) {
+                    for (v, &bias) in row.iter_mut().zip(bs.iter()) {
+                        *v = act.apply(*v + bias);
+                    }
+                }
+                Ok(())
+            },
+        )?;
         let gathered = match ws {
             Cow::Owned(ws) => Some(ws),
             Cow::Borrowed(_) => None,
@@ -266,60 +275,78 @@ impl LayerPlan {
             Some(ws) if ws.len() == n_out * n_in && self.mask.is_some() => Cow::Owned(ws),
             _ => self.sorted_weights(w),
         };
-        let par = parallelism();
         let mut packed = vec![T::ZERO; batch * n_in + n_out * n_in + n_out];
         let (dx, rest) = packed.split_at_mut(batch * n_in);
         let (dw, db) = rest.split_at_mut(n_out * n_in);
         // dx'[:, c0..c1] = g[:, r0..] W'[r0.., c0..c1]: the inputs c0..c1 are read by every
         // group from the first whose prefix reaches past c0, i.e. by a suffix of the rows.
-        let mut c0 = 0;
+        // Threads take slices of the batch.
+        let rows = rows_per_piece(batch);
+        dx.par_chunks_mut(rows * n_in.max(1)).zip(g.par_chunks(rows * n_out.max(1))).try_for_each(
+            |(dx, g)| -> candle_core::Result<()> {
+                let batch = g.len() / n_out.max(1);
+                let mut c0 = 0;
+                for grp in &self.groups {
+                    if grp.prefix <= c0 {
+                        continue;
+                    }
+                    let (r0, c1) = (grp.start, grp.prefix);
+                    matmul(
+                        dx,
+                        View::row_major(n_in, 0, batch, c0, c1 - c0),
+                        false,
+                        g,
+                        View::row_major(n_out, 0, batch, r0, n_out - r0),
+                        &ws,
+                        View::row_major(n_in, r0, n_out - r0, c0, c1 - c0),
+                        Parallelism::None,
+                    )?;
+                    c0 = c1;
+                }
+                Ok(())
+            },
+        )?;
+        // dW'[r0..r1, ..prefix] = g[:, r0..r1]^T x'[:, ..prefix], group by group; threads take
+        // whole groups (a dense layer's one group is cut into row slices first).
+        let masked = self.mask.is_some();
+        let mut scratch = if masked { vec![T::ZERO; n_out * n_in] } else { Vec::new() };
+        let target: &mut [T] = if masked { &mut scratch } else { dw };
+        let cap = match batch.div_ceil(rows_per_piece(batch)) {
+            0 | 1 => n_out.max(1),
+            n => n_out.div_ceil(n).max(1),
+        };
+        let mut jobs = Vec::new();
+        let mut remaining = target;
+        let mut taken = 0;
         for grp in &self.groups {
-            if grp.prefix <= c0 {
-                continue;
+            let mut start = grp.start;
+            while start < grp.end {
+                let end = grp.end.min(start + cap);
+                let (head, tail) =
+                    std::mem::take(&mut remaining).split_at_mut((end - taken) * n_in);
+                jobs.push((start, end, grp.prefix, &mut head[(start - taken) * n_in..]));
+                remaining = tail;
+                taken = end;
+                start = end;
             }
-            let (r0, c1) = (grp.start, grp.prefix);
-            matmul(
-                dx,
-                View::row_major(n_in, 0, batch, c0, c1 - c0),
-                false,
-                g,
-                View::row_major(n_out, 0, batch, r0, n_out - r0),
-                &ws,
-                View::row_major(n_in, r0, n_out - r0, c0, c1 - c0),
-                par,
-            )?;
-            c0 = c1;
         }
-        let (Some(rows), Some(cols), Some(mask)) = (&self.rows, &self.cols, &self.mask) else {
-            // Dense: dW = g^T x and db = 1^T g straight into place.
+        jobs.into_par_iter().try_for_each(|(r0, r1, prefix, dst)| {
             matmul(
-                dw,
-                View::row_major(n_in, 0, n_out, 0, n_in),
+                dst,
+                View::row_major(n_in, 0, r1 - r0, 0, prefix),
                 false,
                 g,
-                View::row_major(n_out, 0, batch, 0, n_out).t(),
+                View::row_major(n_out, 0, batch, r0, r1 - r0).t(),
                 x,
-                View::row_major(n_in, 0, batch, 0, n_in),
-                par,
-            )?;
+                View::row_major(n_in, 0, batch, 0, prefix),
+                Parallelism::None,
+            )
+        })?;
+        let (Some(rows), Some(cols), Some(mask)) = (&self.rows, &self.cols, &self.mask) else {
             column_sums(g, n_out, db);
             return Ok(packed);
         };
-        // dW'[r0..r1, ..prefix] = g[:, r0..r1]^T x'[:, ..prefix], then scattered (masked).
-        let mut dws = vec![T::ZERO; n_out * n_in];
-        for grp in &self.groups {
-            let rows = grp.end - grp.start;
-            matmul(
-                &mut dws,
-                View::row_major(n_in, grp.start, rows, 0, grp.prefix),
-                false,
-                g,
-                View::row_major(n_out, 0, batch, grp.start, rows).t(),
-                x,
-                View::row_major(n_in, 0, batch, 0, grp.prefix),
-                par,
-            )?;
-        }
+        let dws = scratch;
         let mut dbs = vec![T::ZERO; n_out];
         column_sums(g, n_out, &mut dbs);
         for grp in &self.groups {
@@ -339,6 +366,25 @@ impl LayerPlan {
         Ok(packed)
     }
 }
+
+/// Threads the fused layers use: candle's setting (`RAYON_NUM_THREADS`, the CLI's `--threads`).
+fn parallel_threads() -> usize {
+    candle_core::utils::get_num_threads().max(1)
+}
+
+/// Batch rows per parallel piece: the batch split evenly over the threads, but no piece under
+/// [`MIN_PIECE_ROWS`] rows (a fork costs more than a thin slice saves).
+pub(crate) fn rows_per_piece(batch: usize) -> usize {
+    let threads = parallel_threads().min(rayon::current_num_threads()).max(1);
+    let pieces = threads.min(batch / MIN_PIECE_ROWS).max(1);
+    batch.div_ceil(pieces).max(1)
+}
+
+/// The smallest batch slice worth a thread of its own. A fork and join per layer costs tens of
+/// microseconds, and far more on a busy machine where a worker may be descheduled: at batch 512
+/// (training) one thread was faster than two in every measurement; at 4096 (evaluation) two
+/// help on an idle machine.
+pub const MIN_PIECE_ROWS: usize = 1024;
 
 /// `out[j] = sum_i g[i, j]` for `g: (B, width)` row-major.
 fn column_sums<T: Real>(g: &[T], width: usize, out: &mut [T]) {
@@ -606,7 +652,9 @@ mod tests {
 
     #[test]
     fn dense_layer_matches_candle_values_and_gradients() -> Result<()> {
-        check(LayerPlan::dense(6, 4), vec![1.0; 24], 5)
+        check(LayerPlan::dense(6, 4), vec![1.0; 24], 5)?;
+        // Large enough a batch to be split across threads (where there are several).
+        check(LayerPlan::dense(6, 4), vec![1.0; 24], 2 * MIN_PIECE_ROWS + 3)
     }
 
     #[test]

@@ -11,13 +11,15 @@
 use candle_core::{Tensor, WithDType};
 
 use super::super::fused::{fusable, FusedActivation};
-use super::super::gemm::{matmul, Real, View};
+use rayon::prelude::*;
+
+use super::super::gemm::{matmul, Parallelism, Real, View};
 use super::Made;
 use crate::nn::Activation;
 use crate::Result;
 
 /// Inverts one feature: `(z, params of its position) -> (x, log|dx/dz|)`.
-pub(crate) type Invert<'a> = &'a dyn Fn(f64, &[f64]) -> (f64, f64);
+pub(crate) type Invert<'a> = &'a (dyn Fn(f64, &[f64]) -> (f64, f64) + Sync);
 
 impl Made {
     /// The inverse of an autoregressive map whose feature at position `k` is
@@ -47,7 +49,6 @@ impl Made {
         invert: Invert<'_>,
     ) -> Result<(Tensor, Tensor)> {
         let (batch, d) = z.dims2()?;
-        let p = self.outputs_per_feature;
         let flat = |t: &Tensor| -> Result<Vec<T>> { Ok(t.flatten_all()?.to_vec1::<T>()?) };
         let zs = flat(z)?;
         let first = &self.hidden[0];
@@ -55,15 +56,6 @@ impl Made {
             (Some(w_c), Some(c)) => (Tensor::cat(&[w_c, &first.weight], 1)?, c.dim(1)?),
             _ => (first.weight.clone(), 0),
         };
-        // Sorted input of the first layer: the context (degree 0) first, then the features by
-        // position, filled in as they are inverted.
-        let width0 = first.plan.inputs();
-        let mut input = vec![T::ZERO; batch * width0];
-        if let Some(c) = context {
-            for (row, src) in input.chunks_exact_mut(width0).zip(flat(c)?.chunks_exact(n_ctx)) {
-                row[..n_ctx].copy_from_slice(src);
-            }
-        }
         let layers: Vec<_> = self.hidden.iter().chain(std::iter::once(&self.output)).collect();
         let mut weights = Vec::with_capacity(layers.len());
         for (l, layer) in layers.iter().enumerate() {
@@ -71,6 +63,53 @@ impl Made {
             let ws = layer.plan.sorted_weights(&w).into_owned();
             let bs = layer.plan.sorted_bias(&flat(&layer.bias)?).into_owned();
             weights.push((ws, bs));
+        }
+        let cs = match context {
+            Some(c) => flat(c)?,
+            None => Vec::new(),
+        };
+        // Rows are independent: threads take whole slices of the batch.
+        let rows = super::super::dense::rows_per_piece(batch);
+        let pieces: Vec<(Vec<T>, Vec<T>)> = zs
+            .par_chunks(rows * d)
+            .enumerate()
+            .map(|(i, zs)| {
+                let n = zs.len() / d;
+                let cs =
+                    if n_ctx > 0 { &cs[i * rows * n_ctx..(i * rows + n) * n_ctx] } else { &[] };
+                self.run_rows(&weights, zs, cs, n_ctx, invert)
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let (mut x, mut ladj) = (Vec::with_capacity(batch * d), Vec::with_capacity(batch));
+        for (xp, lp) in pieces {
+            x.extend_from_slice(&xp);
+            ladj.extend_from_slice(&lp);
+        }
+        let dev = z.device();
+        Ok((Tensor::from_vec(x, (batch, d), dev)?, Tensor::from_vec(ladj, batch, dev)?))
+    }
+
+    /// [`Made::sequential_inverse`] on the rows `zs (n, D)` with context `cs (n, C)`, given the
+    /// sorted weights and biases of every layer.
+    fn run_rows<T: Real>(
+        &self,
+        weights: &[(Vec<T>, Vec<T>)],
+        zs: &[T],
+        cs: &[T],
+        n_ctx: usize,
+        invert: Invert<'_>,
+    ) -> candle_core::Result<(Vec<T>, Vec<T>)> {
+        let d = self.features;
+        let p = self.outputs_per_feature;
+        let batch = zs.len() / d.max(1);
+        // Sorted input of the first layer: the context (degree 0) first, then the features by
+        // position, filled in as they are inverted.
+        let width0 = self.hidden[0].plan.inputs();
+        let mut input = vec![T::ZERO; batch * width0];
+        if n_ctx > 0 {
+            for (row, src) in input.chunks_exact_mut(width0).zip(cs.chunks_exact(n_ctx)) {
+                row[..n_ctx].copy_from_slice(src);
+            }
         }
         // Pre-activations (for residual blocks) and activations of every hidden layer, sorted.
         let mut pre: Vec<Vec<T>> =
@@ -80,7 +119,7 @@ impl Made {
         let mut x = vec![T::ZERO; batch * d];
         let mut ladj = vec![T::ZERO; batch];
         let mut params = vec![0.0; p];
-        let par = super::super::gemm::parallelism();
+        let par = Parallelism::None;
         for k in 0..d {
             for l in 0..self.hidden.len() {
                 let plan = &self.hidden[l].plan;
@@ -101,24 +140,28 @@ impl Made {
                     par,
                 )?;
                 let skip = l > 0 && self.skip[l];
+                let (lower, here) = pre.split_at_mut(l);
                 for b in 0..batch {
-                    for a in r0..r1 {
-                        let mut v = pre[l][b * n_out + a] + bs[a];
-                        if skip {
-                            v += pre[l - 1][b * n_out + a];
-                        }
-                        pre[l][b * n_out + a] = v;
-                        rest[0][b * n_out + a] = activate(self.activation, v);
+                    let row = b * n_out;
+                    let values = &mut here[0][row + r0..row + r1];
+                    for (v, &bias) in values.iter_mut().zip(&bs[r0..r1]) {
+                        *v += bias;
                     }
+                    if skip {
+                        for (v, &s) in values.iter_mut().zip(&lower[l - 1][row + r0..row + r1]) {
+                            *v += s;
+                        }
+                    }
+                    activate(self.activation, values, &mut rest[0][row + r0..row + r1]);
                 }
             }
             let plan = &self.output.plan;
             // Every position has its P outputs (degree k + 1) by construction.
-            let (r0, r1, prefix) = plan.degree_block(k + 1).ok_or_else(|| {
-                crate::Error::Numerical(format!("MADE: no outputs of degree {}", k + 1))
-            })?;
+            let Some((r0, r1, prefix)) = plan.degree_block(k + 1) else {
+                candle_core::bail!("MADE: no outputs of degree {}", k + 1)
+            };
             let n_in = plan.inputs();
-            let (ws, bs) = &weights[layers.len() - 1];
+            let (ws, bs) = &weights[weights.len() - 1];
             let last = act.last().map(Vec::as_slice).unwrap_or(&input);
             matmul(
                 &mut out,
@@ -142,18 +185,20 @@ impl Made {
                 ladj[b] += <T as Real>::from_f64(l);
             }
         }
-        let dev = z.device();
-        Ok((Tensor::from_vec(x, (batch, d), dev)?, Tensor::from_vec(ladj, batch, dev)?))
+        Ok((x, ladj))
     }
 }
 
-/// The hidden non-linearity on one value.
-fn activate<T: Real>(activation: Activation, v: T) -> T {
-    let f = |g: fn(f64) -> f64| T::from_f64(g(v.to_f64()));
+/// `dst = act(src)`, element-wise.
+fn activate<T: Real>(activation: Activation, src: &[T], dst: &mut [T]) {
+    let pairs = dst.iter_mut().zip(src);
+    let map = |g: fn(f64) -> f64| {
+        move |(d, &v): (&mut T, &T)| *d = <T as Real>::from_f64(g(Real::to_f64(v)))
+    };
     match activation {
-        Activation::Relu => FusedActivation::Relu.apply(v),
-        Activation::Tanh => f(f64::tanh),
-        Activation::Silu => f(|v| v / (1.0 + (-v).exp())),
-        Activation::Elu => f(|v| if v > 0.0 { v } else { v.exp_m1() }),
+        Activation::Relu => pairs.for_each(|(d, &v)| *d = FusedActivation::Relu.apply(v)),
+        Activation::Tanh => pairs.for_each(map(f64::tanh)),
+        Activation::Silu => pairs.for_each(map(|v| v / (1.0 + (-v).exp()))),
+        Activation::Elu => pairs.for_each(map(|v| if v > 0.0 { v } else { v.exp_m1() })),
     }
 }
