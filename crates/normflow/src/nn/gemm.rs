@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 use candle_core::{bail, Result};
+/// gemm's threading choice, re-exported for callers of [`matmul`].
 pub use gemm::Parallelism;
 
 /// The float types the fused kernels run on (f32, f64), with the few scalar operations they use.
@@ -118,15 +119,6 @@ impl View {
             (self.row_stride, self.rows, self.col_stride, self.cols)
         };
         (inner_n <= 1 || inner >= 1) && (outer_n <= 1 || outer >= inner.max(1) * inner_n.max(1))
-    }
-}
-
-/// How many threads gemm may use: candle's setting (`RAYON_NUM_THREADS`, the CLI's
-/// `--threads`), so that one knob governs all the work.
-pub fn parallelism() -> Parallelism {
-    match candle_core::utils::get_num_threads() {
-        0 | 1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
     }
 }
 
