@@ -17,11 +17,14 @@ import time
 import numpy as np
 import torch
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "tabular")
+SHARED = os.environ.get(
+    "NORMFLOW_TABULAR",
+    os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "tabular"),
+)
 
 
-def load(name):
-    path = os.path.join(SHARED, f"{name}.csv")
+def load(name, directory=SHARED):
+    path = os.path.join(directory, f"{name}.csv")
     x = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(x))
@@ -136,6 +139,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--normflow", required=True, help="path to the normflow binary")
     p.add_argument("--data", nargs="+", default=["power_plant", "protein"])
+    p.add_argument("--data-dir", default=SHARED,
+                   help="folder of the CSV files (default: $NORMFLOW_TABULAR or ../shared/data/tabular)")
     p.add_argument("--flows", nargs="+", default=["maf", "realnvp"])
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch", type=int, default=512)
@@ -143,8 +148,14 @@ def main():
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--samples", type=int, default=40960)
     p.add_argument("--normflow-threads", type=int, help="normflow's --threads (default: all cores)")
+    p.add_argument("--peer-threads", type=int,
+                   help="torch.set_num_threads for zuko and nflows (default: torch's choice). "
+                        "On a busy machine, one thread for every library gives the fairer ratio: "
+                        "spin-waiting thread teams collapse when cores are oversubscribed")
     p.add_argument("--json", help="also write all figures to this JSON file")
     args = p.parse_args()
+    if args.peer_threads:
+        torch.set_num_threads(args.peer_threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{args.layers} layers, 2 hidden layers of {args.hidden}, batch {args.batch}, "
           f"{args.epochs} epochs", file=sys.stderr)
@@ -154,7 +165,7 @@ def main():
         f"{m.split('_rows')[0] + ' rows/s':>16}" for m in metrics) + f"{'test log-lik':>22}"
     print(header)
     for data in args.data:
-        train, test = load(data)
+        train, test = load(data, args.data_dir)
         for family in args.flows:
             row = {}
             for lib in ("normflow", "zuko", "nflows"):

@@ -15,5 +15,10 @@ fi
 
 echo "== building normflow (release)" >&2
 cargo build --release -q -p normflow-cli --manifest-path "$root/Cargo.toml"
+target="${CARGO_TARGET_DIR:-$root/target}"
+# A private copy: a target directory shared with other checkouts may be rebuilt mid-run.
+bin_dir="$(mktemp -d)"
+trap 'rm -rf "$bin_dir"' EXIT
+cp "$target/release/normflow" "$bin_dir/normflow"
 
-exec "$venv/bin/python" "$here/bench.py" --normflow "$root/target/release/normflow" "$@"
+"$venv/bin/python" "$here/bench.py" --normflow "$bin_dir/normflow" "$@"

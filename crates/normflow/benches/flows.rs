@@ -14,6 +14,10 @@ use normflow::flows::{
 };
 use normflow::inference::without_gradients;
 use normflow::model::Model;
+use normflow::nn::gemm::{self as nf_gemm, Parallelism, View};
+use std::sync::Arc;
+
+use normflow::nn::dense::{dense, LayerPlan};
 use normflow::nn::fused::{bias_act, unfused, FusedActivation};
 use normflow::train::{Adam, AdamConfig};
 use normflow::ParamStore;
@@ -38,6 +42,29 @@ fn matmul(c: &mut Criterion) {
     g.throughput(Throughput::Elements(2 * 512 * 256 * 256));
     let (a, w) = (normal(512, HIDDEN), normal(HIDDEN, HIDDEN));
     g.bench_function("matmul", |b| b.iter(|| a.matmul(&w.t().expect("t")).expect("matmul")));
+    // The gemm crate called directly, as the fused layers do: the machine's peak on this shape.
+    let av = a.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("a");
+    let wv = w.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("w");
+    let mut out = vec![0f32; 512 * HIDDEN];
+    for threads in [1, 2] {
+        let par = if threads == 1 { Parallelism::None } else { Parallelism::Rayon(threads) };
+        g.bench_function(format!("gemm crate, {threads} thread(s)"), |b| {
+            b.iter(|| {
+                // out (512, 256) = a (512, 256) w^T, through normflow's checked gemm front.
+                nf_gemm::matmul(
+                    &mut out,
+                    View::row_major(HIDDEN, 0, 512, 0, HIDDEN),
+                    false,
+                    &av,
+                    View::row_major(HIDDEN, 0, 512, 0, HIDDEN),
+                    &wv,
+                    View::row_major(HIDDEN, 0, HIDDEN, 0, HIDDEN).t(),
+                    par,
+                )
+                .expect("gemm")
+            })
+        });
+    }
     g.finish();
 }
 
@@ -60,6 +87,37 @@ fn layers(c: &mut Criterion) {
     g.bench_function("affine coupling", |b| {
         b.iter(|| coupling.forward_and_ladj(&x, None).expect("coupling"))
     });
+    g.finish();
+
+    // One MADE hidden layer (degrees 1..=D-1 cyclic, as MADE builds them), forward + backward:
+    // the dense plan against the blocked product at several merge thresholds.
+    let mut g = c.benchmark_group("masked layer 512x256x256, forward and backward");
+    let deg: Vec<usize> = (0..HIDDEN).map(|k| 1 + k % (FEATURES - 1)).collect();
+    let masked = LayerPlan::masked(&deg, &deg, |o, i| o >= i);
+    let h = normflow::candle::Var::from_tensor(&normal(512, HIDDEN)).expect("var");
+    let w = normflow::candle::Var::from_tensor(&normal(HIDDEN, HIDDEN)).expect("var");
+    let bias = normflow::candle::Var::from_tensor(&normal(1, HIDDEN).squeeze(0).expect("bias"))
+        .expect("var");
+    let mut plans = vec![("dense".to_string(), LayerPlan::dense(HIDDEN, HIDDEN))];
+    for rows in [0, 16, 32, 64, 128] {
+        plans.push((format!("masked, tiles of {rows}"), masked.clone().with_tile_rows(rows)));
+    }
+    for (name, plan) in plans {
+        let plan = Arc::new(plan);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let y = dense(
+                    h.as_tensor(),
+                    w.as_tensor(),
+                    bias.as_tensor(),
+                    &plan,
+                    FusedActivation::Relu,
+                )
+                .expect("dense");
+                y.sum_all().expect("sum").backward().expect("backward")
+            })
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("bias + relu, 512 x 256, forward and backward");

@@ -10,6 +10,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
+use super::gemm::Real;
 use crate::Result;
 
 /// Which activation follows the bias.
@@ -23,7 +24,7 @@ pub enum FusedActivation {
 
 impl FusedActivation {
     #[inline]
-    fn apply<T: num_like::Float>(self, v: T) -> T {
+    pub(crate) fn apply<T: Real>(self, v: T) -> T {
         match self {
             FusedActivation::Identity => v,
             FusedActivation::Relu => {
@@ -45,8 +46,14 @@ pub fn bias_act(h: &Tensor, b: &Tensor, act: FusedActivation) -> Result<Tensor> 
     Ok(h.contiguous()?.apply_op2(&b.contiguous()?, BiasAct(act))?)
 }
 
-fn fusable(t: &Tensor) -> bool {
+/// Whether the fused CPU kernels can run on `t` (on the CPU, in f32 or f64).
+pub(crate) fn fusable(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+/// `grad * (y > 0)` in one pass: the backward of a ReLU whose output is `y`.
+pub(crate) fn relu_grad(grad: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    grad.contiguous()?.apply_op2_no_bwd(&y.contiguous()?, &ReluGrad)
 }
 
 /// `max(0, x)`, element-wise, any shape.
@@ -65,7 +72,7 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: num_like::Float>(x: &[T]) -> Vec<T> {
+        fn run<T: Real>(x: &[T]) -> Vec<T> {
             x.iter().map(|&v| FusedActivation::Relu.apply(v)).collect()
         }
         let out = match s {
@@ -115,7 +122,7 @@ impl CustomOp2 for BiasAct {
         if l2.shape().dims() != [cols] {
             candle_core::bail!("bias_act: bias {:?} does not match ({rows}, {cols})", l2.shape());
         }
-        fn run<T: num_like::Float>(h: &[T], b: &[T], cols: usize, act: FusedActivation) -> Vec<T> {
+        fn run<T: Real>(h: &[T], b: &[T], cols: usize, act: FusedActivation) -> Vec<T> {
             let mut out = Vec::with_capacity(h.len());
             for row in h.chunks_exact(cols) {
                 out.extend(row.iter().zip(b).map(|(&v, &bias)| act.apply(v + bias)));
@@ -166,7 +173,7 @@ impl CustomOp2 for ReluGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: num_like::Float>(g: &[T], y: &[T]) -> Vec<T> {
+        fn run<T: Real>(g: &[T], y: &[T]) -> Vec<T> {
             g.iter().zip(y).map(|(&g, &y)| if y > T::ZERO { g } else { T::ZERO }).collect()
         }
         let out = match (s1, s2) {
@@ -179,19 +186,6 @@ impl CustomOp2 for ReluGrad {
             _ => candle_core::bail!("relu_grad: f32 or f64 tensors of one dtype"),
         };
         Ok((out, l1.shape().clone()))
-    }
-}
-
-/// The two float types the fused kernels support.
-mod num_like {
-    pub trait Float: Copy + PartialOrd + std::ops::Add<Output = Self> {
-        const ZERO: Self;
-    }
-    impl Float for f32 {
-        const ZERO: Self = 0.0;
-    }
-    impl Float for f64 {
-        const ZERO: Self = 0.0;
     }
 }
 

@@ -1,7 +1,9 @@
 //! Neural networks used as conditioners: MLPs, masked (MADE) networks.
 
 mod conv;
+pub mod dense;
 pub mod fused;
+pub mod gemm;
 mod linear;
 mod made;
 mod mlp;
