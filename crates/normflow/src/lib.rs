@@ -77,6 +77,7 @@ pub mod ops;
 pub mod params;
 pub mod preprocess;
 pub mod random;
+pub mod solve;
 pub mod testing;
 pub mod train;
 

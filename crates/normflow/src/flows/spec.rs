@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::base::BaseSpec;
+use super::bnaf::BnafSpec;
 use super::transformer_flows::TransformerFlowSpec;
 use crate::bijections::Chain;
 use crate::distributions::Distribution;
@@ -132,6 +133,8 @@ pub enum FlowSpec {
     Coupling(TransformerFlowSpec),
     /// MADE-conditioned autoregressive layers with any element-wise transformer.
     Autoregressive(TransformerFlowSpec),
+    /// Block neural autoregressive flow.
+    Bnaf(BnafSpec),
 }
 
 impl FlowSpec {
@@ -145,6 +148,7 @@ impl FlowSpec {
             FlowSpec::RealNvp(_) => "realnvp",
             FlowSpec::Coupling(s) => s.transformer.preset_name(false),
             FlowSpec::Autoregressive(s) => s.transformer.preset_name(true),
+            FlowSpec::Bnaf(_) => "bnaf",
         }
     }
 
@@ -154,6 +158,7 @@ impl FlowSpec {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => s.features,
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.features,
             FlowSpec::Coupling(s) | FlowSpec::Autoregressive(s) => s.features,
+            FlowSpec::Bnaf(s) => s.features,
         }
     }
 
@@ -163,6 +168,7 @@ impl FlowSpec {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => s.context_features,
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.context_features,
             FlowSpec::Coupling(s) | FlowSpec::Autoregressive(s) => s.context_features,
+            FlowSpec::Bnaf(s) => s.context_features,
         }
     }
 
@@ -202,6 +208,7 @@ impl FlowSpec {
             }
             FlowSpec::Coupling(s) => s.validate(true)?,
             FlowSpec::Autoregressive(s) => s.validate(false)?,
+            FlowSpec::Bnaf(s) => s.validate()?,
         }
         Ok(())
     }
@@ -223,6 +230,7 @@ impl FlowSpec {
             FlowSpec::Autoregressive(s) => {
                 super::transformer_flows::build_autoregressive(&params.pp("transform"), s)?
             }
+            FlowSpec::Bnaf(s) => super::bnaf::build(&params.pp("transform"), s)?,
         };
         let (features, context, base) = match self {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => {
@@ -232,6 +240,7 @@ impl FlowSpec {
             FlowSpec::Coupling(s) | FlowSpec::Autoregressive(s) => {
                 (s.features, s.context_features, &s.base)
             }
+            FlowSpec::Bnaf(s) => (s.features, s.context_features, &s.base),
         };
         let base = base.build(&params.pp("base"), features, context)?;
         Ok((transform, base))

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::base::BaseSpec;
 use super::spec::PermutationKind;
 use crate::bijections::{
-    alternating_mask, AffineTransformer, BatchNorm, Bijection, Chain, CouplingConfig, Inverse,
-    MafLayerConfig, Permutation, Transformer, TransformerAutoregressive, TransformerCoupling,
+    alternating_mask, AffineTransformer, BatchNorm, BernsteinTransformer, Bijection, Chain,
+    CouplingConfig, DeepSigmoidTransformer, Inverse, MafLayerConfig, Permutation, SosTransformer,
+    Transformer, TransformerAutoregressive, TransformerCoupling,
 };
 use crate::nn::Activation;
 use crate::params::Params;
@@ -22,21 +23,66 @@ pub enum TransformerSpec {
     /// `y = x exp(s) + t` (the MAF / RealNVP map; see
     /// [`AffineTransformer`](crate::bijections::AffineTransformer)).
     Affine,
+    /// NAF's deep sigmoidal flow (Huang et al. 2018): DSF, or DDSF with `dense`; `hidden`
+    /// sigmoid units per layer (see
+    /// [`DeepSigmoidTransformer`](crate::bijections::DeepSigmoidTransformer)).
+    DeepSigmoid {
+        /// Sigmoid units per layer (8 in the `naf` preset).
+        hidden: usize,
+        /// The dense two-layer form (DDSF).
+        #[serde(default)]
+        dense: bool,
+    },
+    /// Sum-of-squares polynomial (Jaini et al. 2019; see
+    /// [`SosTransformer`](crate::bijections::SosTransformer)).
+    Sos {
+        /// Number of squared polynomials `K`.
+        polynomials: usize,
+        /// Degree `r` of each polynomial (the map has degree `2r + 1`).
+        degree: usize,
+    },
+    /// Bernstein polynomial with increasing coefficients between a sigmoid and a logit (see
+    /// [`BernsteinTransformer`](crate::bijections::BernsteinTransformer)).
+    Bernstein {
+        /// Degree `M`.
+        degree: usize,
+    },
 }
+
+/// Default sigmoid units of the `naf` preset.
+pub const NAF_HIDDEN: usize = 8;
+/// Default number of squared polynomials of the `sos` preset.
+pub const SOS_POLYNOMIALS: usize = 4;
+/// Default polynomial degree of the `sos` preset (map degree 7).
+pub const SOS_DEGREE: usize = 3;
+/// Default degree of the `bernstein` preset.
+pub const BERNSTEIN_DEGREE: usize = 16;
 
 impl TransformerSpec {
     /// Checks the hyperparameters, naming the first invalid one.
     pub fn validate(&self) -> Result<()> {
         match self {
             TransformerSpec::Affine => Ok(()),
+            _ => self.build_unchecked().map(|_| ()),
         }
     }
 
     /// The transformer this spec describes.
     pub fn build(&self) -> Result<Arc<dyn Transformer>> {
         self.validate()?;
-        Ok(match self {
+        self.build_unchecked()
+    }
+
+    fn build_unchecked(&self) -> Result<Arc<dyn Transformer>> {
+        Ok(match *self {
             TransformerSpec::Affine => Arc::new(AffineTransformer),
+            TransformerSpec::DeepSigmoid { hidden, dense } => {
+                Arc::new(DeepSigmoidTransformer::new(hidden, dense)?)
+            }
+            TransformerSpec::Sos { polynomials, degree } => {
+                Arc::new(SosTransformer::new(polynomials, degree)?)
+            }
+            TransformerSpec::Bernstein { degree } => Arc::new(BernsteinTransformer::new(degree)?),
         })
     }
 
@@ -45,6 +91,12 @@ impl TransformerSpec {
         match (self, autoregressive) {
             (TransformerSpec::Affine, false) => "affine-coupling",
             (TransformerSpec::Affine, true) => "affine-autoregressive",
+            (TransformerSpec::DeepSigmoid { .. }, false) => "naf-coupling",
+            (TransformerSpec::DeepSigmoid { .. }, true) => "naf",
+            (TransformerSpec::Sos { .. }, false) => "sos-coupling",
+            (TransformerSpec::Sos { .. }, true) => "sos",
+            (TransformerSpec::Bernstein { .. }, false) => "bernstein-coupling",
+            (TransformerSpec::Bernstein { .. }, true) => "bernstein",
         }
     }
 }
