@@ -1,9 +1,14 @@
 //! The flow architecture flags shared by the commands that build a flow (`train`, ...):
-//! `--flow`, `--layers`, `--hidden`, `--blocks`, `--activation`, `--batch-norm`, `--base`.
+//! `--flow`, `--layers`, `--hidden`, `--blocks`, `--activation`, `--batch-norm`, `--base`, and
+//! the hyperparameters of the non-affine families (`--naf-units`, `--naf-dense`,
+//! `--sos-polynomials`, `--sos-degree`, `--bernstein-degree`).
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use normflow::flows::{AutoregressiveSpec, BaseSpec, CouplingSpec, FlowSpec};
+use normflow::flows::{
+    AutoregressiveSpec, BaseSpec, BnafSpec, CouplingSpec, FlowSpec, TransformerFlowSpec,
+    TransformerSpec, BERNSTEIN_DEGREE, NAF_HIDDEN, SOS_DEGREE, SOS_POLYNOMIALS,
+};
 use normflow::nn::Activation;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +25,16 @@ pub enum Family {
     Made,
     /// Inverse autoregressive flow (fast sampling, sequential density).
     Iaf,
+    /// Neural autoregressive flow: MADE layers with a deep sigmoidal map (DSF; DDSF with
+    /// --naf-dense); sampling inverts it numerically.
+    Naf,
+    /// Block neural autoregressive flow: --layers BNAF layers of --blocks hidden layers with
+    /// about --hidden units each (rounded up to a multiple of the data columns).
+    Bnaf,
+    /// Sum-of-squares polynomial flow (MADE layers; --sos-polynomials, --sos-degree).
+    Sos,
+    /// Bernstein polynomial flow (MADE layers; --bernstein-degree).
+    Bernstein,
 }
 
 /// Hidden-layer non-linearities.
@@ -59,6 +74,21 @@ pub struct FlowArgs {
     /// Base distribution: normal, diag (learnable diagonal normal) or mixture:K.
     #[arg(long, default_value = "normal")]
     pub base: String,
+    /// naf: sigmoid units per layer of the deep sigmoidal map.
+    #[arg(long, default_value_t = NAF_HIDDEN)]
+    pub naf_units: usize,
+    /// naf: the dense two-layer form (DDSF) instead of DSF.
+    #[arg(long)]
+    pub naf_dense: bool,
+    /// sos: number of squared polynomials.
+    #[arg(long, default_value_t = SOS_POLYNOMIALS)]
+    pub sos_polynomials: usize,
+    /// sos: degree of each squared polynomial (the map has degree 2r + 1).
+    #[arg(long, default_value_t = SOS_DEGREE)]
+    pub sos_degree: usize,
+    /// bernstein: degree of the Bernstein polynomial.
+    #[arg(long, default_value_t = BERNSTEIN_DEGREE)]
+    pub bernstein_degree: usize,
 }
 
 /// The base distribution named by `--base`; `conditional` only for a model with context columns.
@@ -116,12 +146,63 @@ impl FlowArgs {
             base,
             ..CouplingSpec::new(features)
         };
-        let spec = match args.flow {
-            Family::Maf => FlowSpec::Maf(ar),
-            Family::Iaf => FlowSpec::Iaf(ar),
-            Family::Made => FlowSpec::Made(AutoregressiveSpec { layers: 1, ..ar }),
-            Family::Nice => FlowSpec::Nice(coupling),
-            Family::Realnvp => FlowSpec::RealNvp(coupling),
+        let transformer = match args.flow {
+            Family::Naf => {
+                if args.naf_units == 0 {
+                    bail!("--naf-units 0: a sigmoidal flow needs at least 1 unit");
+                }
+                Some(TransformerSpec::DeepSigmoid { hidden: args.naf_units, dense: args.naf_dense })
+            }
+            Family::Sos => {
+                if args.sos_polynomials == 0 {
+                    bail!("--sos-polynomials 0: must be at least 1");
+                }
+                if args.sos_degree > 8 {
+                    bail!("--sos-degree {}: must be at most 8", args.sos_degree);
+                }
+                Some(TransformerSpec::Sos {
+                    polynomials: args.sos_polynomials,
+                    degree: args.sos_degree,
+                })
+            }
+            Family::Bernstein => {
+                if args.bernstein_degree == 0 {
+                    bail!("--bernstein-degree 0: must be at least 1");
+                }
+                Some(TransformerSpec::Bernstein { degree: args.bernstein_degree })
+            }
+            _ => None,
+        };
+        if args.flow == Family::Bnaf && args.batch_norm {
+            bail!("--batch-norm: bnaf has no batch normalization between its layers");
+        }
+        let spec = match (args.flow, transformer) {
+            (_, Some(transformer)) => FlowSpec::Autoregressive(TransformerFlowSpec {
+                context_features: context,
+                layers: args.layers,
+                hidden: args.hidden,
+                blocks: args.blocks,
+                activation,
+                batch_norm: args.batch_norm,
+                base: ar.base.clone(),
+                ..TransformerFlowSpec::new(features, transformer)
+            }),
+            (Family::Bnaf, _) => FlowSpec::Bnaf(BnafSpec {
+                context_features: context,
+                layers: args.layers,
+                hidden_factor: args.hidden.div_ceil(features.max(1)),
+                hidden_layers: args.blocks,
+                base: ar.base.clone(),
+                ..BnafSpec::new(features)
+            }),
+            (Family::Maf, _) => FlowSpec::Maf(ar),
+            (Family::Iaf, _) => FlowSpec::Iaf(ar),
+            (Family::Made, _) => FlowSpec::Made(AutoregressiveSpec { layers: 1, ..ar }),
+            (Family::Nice, _) => FlowSpec::Nice(coupling),
+            (Family::Realnvp, _) => FlowSpec::RealNvp(coupling),
+            (Family::Naf | Family::Sos | Family::Bernstein, None) => {
+                bail!("internal: no transformer for a transformer family")
+            }
         };
         spec.validate()?;
         Ok(spec)
