@@ -287,6 +287,34 @@ mod tests {
         Ok(())
     }
 
+    /// The graph-connected Newton step gives the implicit gradients: `dx/dy = 1 / tau'(x)`, and
+    /// `dx/draw` equal to the finite-difference derivative of the inverse.
+    #[test]
+    fn inverse_gradients_are_the_implicit_ones() -> Result<()> {
+        let t = crate::bijections::BernsteinTransformer::new(5)?;
+        let dev = Device::Cpu;
+        let y = candle_core::Var::new(&[[0.3f64, -1.2]], &dev)?;
+        let raw_values = [[0.5f64, -0.2, 0.1, 0.9, -0.4], [0.0, 0.3, -0.6, 0.2, 0.1]];
+        let raw = candle_core::Var::new(&[raw_values], &dev)?;
+        let (x, log_dx) = invert_transformer(&t, y.as_tensor(), raw.as_tensor())?;
+        let grads = x.sum_all()?.backward()?;
+        let gy = host(grads.get(y.as_tensor()).expect("dx/dy"))?;
+        let expected = host(&log_dx.exp()?)?;
+        for (a, b) in gy.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+        }
+        let graw = host(grads.get(raw.as_tensor()).expect("dx/draw"))?;
+        let h = 1e-6;
+        let mut bumped = raw_values;
+        bumped[0][2] += h;
+        let x_plus = invert_transformer(&t, y.as_tensor(), &Tensor::new(&[bumped], &dev)?)?.0;
+        bumped[0][2] -= 2.0 * h;
+        let x_minus = invert_transformer(&t, y.as_tensor(), &Tensor::new(&[bumped], &dev)?)?.0;
+        let fd = host(&((x_plus - x_minus)? / (2.0 * h))?)?[0];
+        assert!((graw[2] - fd).abs() < 1e-6, "{} vs {fd}", graw[2]);
+        Ok(())
+    }
+
     #[test]
     fn a_flat_map_is_an_error_not_a_wrong_answer() -> Result<()> {
         // f = tanh is bounded: y = 2 has no root; no bracket can be found.
