@@ -95,11 +95,12 @@ impl BlockLinear {
 }
 
 /// `log(exp(a) @ exp(b))` for `a (D, n, k)`, `b (D, k, B)`, as a plain batched matrix product
-/// of `exp(a - max_k a)` and `exp(b - max_k b)` (each has an entry 1 in every row / column), the
-/// maxima added back. Unlike a broadcast log-sum-exp it never forms a `(D, n, k, B)` tensor
-/// (`k` times the memory traffic, in unfused element-wise ops). The product is floored at 1e-30 before the log, so a product
-/// that underflows (only when the two maxima fall on indices where the other factor is below
-/// 1e-30 of its own maximum) gives a finite, overestimated value instead of `-inf`.
+/// of `exp(a - max_k a)` and `exp(b - max_k b)` (each has an entry 1 in every row / column),
+/// the maxima added back. Unlike a broadcast log-sum-exp it never forms a `(D, n, k, B)` tensor
+/// (`k` times the memory traffic, in unfused element-wise ops). The product is floored at
+/// 1e-30 before the log, so a product that underflows (only when the two maxima fall on indices
+/// where the other factor is below 1e-30 of its own maximum) gives a finite, overestimated
+/// value instead of `-inf`.
 fn shifted_log_matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let ma = a.max_keepdim(2)?.detach();
     let mb = b.max_keepdim(1)?.detach();
