@@ -85,6 +85,7 @@ pub mod ops;
 pub mod params;
 pub mod preprocess;
 pub mod random;
+pub mod solve;
 pub mod testing;
 pub mod train;
 pub mod vi;

@@ -330,6 +330,64 @@ fn cases() -> Vec<Case> {
             )?))
         })
         .spline_bound(B),
+        case("element-wise transformer (DSF)", &[3], |p| {
+            boxed(ElementwiseTransformer::new(
+                p,
+                3,
+                Arc::new(DeepSigmoidTransformer::new(4, false)?),
+            )?)
+        }),
+        case("element-wise transformer (DDSF)", &[3], |p| {
+            boxed(ElementwiseTransformer::new(
+                p,
+                3,
+                Arc::new(DeepSigmoidTransformer::new(3, true)?),
+            )?)
+        }),
+        case("element-wise transformer (SOS)", &[3], |p| {
+            boxed(ElementwiseTransformer::new(p, 3, Arc::new(SosTransformer::new(3, 2)?))?)
+        }),
+        case("element-wise transformer (Bernstein)", &[3], |p| {
+            boxed(ElementwiseTransformer::new(p, 3, Arc::new(BernsteinTransformer::new(6)?))?)
+        }),
+        case("transformer autoregressive (DSF), context", &[3], |p| {
+            let c = MafLayerConfig { context_features: 2, ..maf(3) };
+            boxed(TransformerAutoregressive::new(
+                p,
+                &c,
+                Arc::new(DeepSigmoidTransformer::new(4, false)?),
+            )?)
+        })
+        .context(2),
+        case("transformer autoregressive (DDSF)", &[3], |p| {
+            boxed(TransformerAutoregressive::new(
+                p,
+                &maf(3),
+                Arc::new(DeepSigmoidTransformer::new(3, true)?),
+            )?)
+        }),
+        case("transformer autoregressive (SOS)", &[3], |p| {
+            boxed(TransformerAutoregressive::new(p, &maf(3), Arc::new(SosTransformer::new(3, 2)?))?)
+        }),
+        case("transformer autoregressive (Bernstein)", &[3], |p| {
+            boxed(TransformerAutoregressive::new(
+                p,
+                &maf(3),
+                Arc::new(BernsteinTransformer::new(6)?),
+            )?)
+        }),
+        case("bnaf", &[3], |p| boxed(Bnaf::new(p, &BnafConfig::new(3))?)),
+        case("bnaf, 2 hidden layers, context", &[3], |p| {
+            let c = BnafConfig {
+                context_features: 2,
+                hidden_layers: 2,
+                hidden_factor: 3,
+                ..BnafConfig::new(3)
+            };
+            boxed(Bnaf::new(p, &c)?)
+        })
+        .context(2),
+        case("bnaf, one feature", &[1], |p| boxed(Bnaf::new(p, &BnafConfig::new(1))?)),
         case("sigmoid", &[3], |_| boxed(Sigmoid::new())),
         case("logit", &[3], |_| boxed(Logit::new(0.05)?)).unit_interval(),
         case("support: positive", &[3], |_| boxed(Support::Positive.map()?.expect("map")))

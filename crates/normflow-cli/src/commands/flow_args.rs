@@ -1,10 +1,12 @@
 //! The flow architecture flags shared by the commands that build a flow (`train`, ...):
 //! `--flow`, `--layers`, `--hidden`, `--blocks`, `--activation`, `--batch-norm`, `--base`, the
 //! spline flags `--bins`, `--bound`, the image flags `--image-shape`, `--levels`, the Sylvester
-//! flags `--sylvester-variant`, `--sylvester-m`, `--sylvester-reflections`, and for continuous
-//! flows (`--flow ffjord`) `--time`, `--kinetic-weight`, `--jacobian-weight`, `--noise` and the
-//! solver flags ([`OdeArgs`]: `--solver`, `--atol`, `--rtol`, `--steps`, `--max-steps`,
-//! `--trace`), which `eval`, `sample` and `plot` also take to override a saved model's solver.
+//! flags `--sylvester-variant`, `--sylvester-m`, `--sylvester-reflections`, the non-affine
+//! families' `--naf-units`, `--naf-dense`, `--sos-polynomials`, `--sos-degree`,
+//! `--bernstein-degree`, and for continuous flows (`--flow ffjord`) `--time`, `--kinetic-weight`,
+//! `--jacobian-weight`, `--noise` and the solver flags ([`OdeArgs`]: `--solver`, `--atol`,
+//! `--rtol`, `--steps`, `--max-steps`, `--trace`), which `eval`, `sample` and `plot` also take to
+//! override a saved model's solver.
 
 use std::path::Path;
 
@@ -12,8 +14,9 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use normflow::bijections::cnf::{HutchinsonNoise, OdeActivation, TraceEstimator};
 use normflow::flows::{
-    AutoregressiveSpec, BaseSpec, CouplingSpec, FfjordSpec, FlowSpec, ImageFlowSpec, SylvesterSpec,
-    SylvesterVariant, TransformerFlowSpec, TransformerSpec, VariationalSpec,
+    AutoregressiveSpec, BaseSpec, BnafSpec, CouplingSpec, FfjordSpec, FlowSpec, ImageFlowSpec,
+    SylvesterSpec, SylvesterVariant, TransformerFlowSpec, TransformerSpec, VariationalSpec,
+    BERNSTEIN_DEGREE, NAF_HIDDEN, SOS_DEGREE, SOS_POLYNOMIALS,
 };
 use normflow::model::Model;
 use normflow::nn::Activation;
@@ -61,6 +64,16 @@ pub enum Family {
     Sylvester,
     /// Continuous normalizing flow (FFJORD): CNF blocks solved by an ODE solver.
     Ffjord,
+    /// Neural autoregressive flow: MADE layers with a deep sigmoidal map (DSF; DDSF with
+    /// --naf-dense); sampling inverts it numerically.
+    Naf,
+    /// Block neural autoregressive flow: --layers BNAF layers of --blocks hidden layers with
+    /// about --hidden units each (rounded up to a multiple of the data columns).
+    Bnaf,
+    /// Sum-of-squares polynomial flow (MADE layers; --sos-polynomials, --sos-degree).
+    Sos,
+    /// Bernstein polynomial flow (MADE layers; --bernstein-degree).
+    Bernstein,
 }
 
 impl Family {
@@ -343,6 +356,21 @@ pub struct FlowArgs {
     pub adjoint: bool,
     #[command(flatten)]
     pub ode: OdeArgs,
+    /// naf: sigmoid units per layer of the deep sigmoidal map.
+    #[arg(long, default_value_t = NAF_HIDDEN)]
+    pub naf_units: usize,
+    /// naf: the dense two-layer form (DDSF) instead of DSF.
+    #[arg(long)]
+    pub naf_dense: bool,
+    /// sos: number of squared polynomials.
+    #[arg(long, default_value_t = SOS_POLYNOMIALS)]
+    pub sos_polynomials: usize,
+    /// sos: degree of each squared polynomial (the map has degree 2r + 1).
+    #[arg(long, default_value_t = SOS_DEGREE)]
+    pub sos_degree: usize,
+    /// bernstein: degree of the Bernstein polynomial.
+    #[arg(long, default_value_t = BERNSTEIN_DEGREE)]
+    pub bernstein_degree: usize,
 }
 
 /// The base distribution named by `--base`; `conditional` only for a model with context columns.
@@ -511,6 +539,36 @@ impl FlowArgs {
         if !(bound.is_finite() && bound > 0.0) {
             bail!("--bound {bound}: must be a positive finite number");
         }
+        let polynomial_or_sigmoid = match args.flow {
+            Family::Naf => {
+                if args.naf_units == 0 {
+                    bail!("--naf-units 0: a sigmoidal flow needs at least 1 unit");
+                }
+                Some(TransformerSpec::DeepSigmoid { hidden: args.naf_units, dense: args.naf_dense })
+            }
+            Family::Sos => {
+                if args.sos_polynomials == 0 {
+                    bail!("--sos-polynomials 0: must be at least 1");
+                }
+                if args.sos_degree > 8 {
+                    bail!("--sos-degree {}: must be at most 8", args.sos_degree);
+                }
+                Some(TransformerSpec::Sos {
+                    polynomials: args.sos_polynomials,
+                    degree: args.sos_degree,
+                })
+            }
+            Family::Bernstein => {
+                if args.bernstein_degree == 0 {
+                    bail!("--bernstein-degree 0: must be at least 1");
+                }
+                Some(TransformerSpec::Bernstein { degree: args.bernstein_degree })
+            }
+            _ => None,
+        };
+        if args.flow == Family::Bnaf && args.batch_norm {
+            bail!("--batch-norm: bnaf has no batch normalization between its layers");
+        }
         let rq = TransformerSpec::rational_quadratic(bins, bound);
         let linear = TransformerSpec::LinearSpline { bins, bound };
         let quadratic = TransformerSpec::QuadraticSpline { bins, bound };
@@ -558,6 +616,18 @@ impl FlowArgs {
                 })
             }
             Family::Ffjord => return args.ffjord_spec(features, context),
+            Family::Naf | Family::Sos | Family::Bernstein => match polynomial_or_sigmoid {
+                Some(transformer) => FlowSpec::Autoregressive(transformer_flow(transformer)),
+                None => bail!("internal: no transformer for a transformer family"),
+            },
+            Family::Bnaf => FlowSpec::Bnaf(BnafSpec {
+                context_features: context,
+                layers: args.layers,
+                hidden_factor: args.hidden.div_ceil(features.max(1)),
+                hidden_layers: args.blocks,
+                base: ar.base.clone(),
+                ..BnafSpec::new(features)
+            }),
         };
         spec.validate()?;
         Ok(spec)

@@ -16,6 +16,7 @@
 //! | `glow` | levels of [ActNorm, 1x1 conv, coupling] steps with learned split priors (Kingma & Dhariwal 2018) | both |
 //! | `coupling` | L couplings with any [`TransformerSpec`] map (e.g. NSF) | both |
 //! | `autoregressive` | L MADE layers with any [`TransformerSpec`] map (e.g. NSF-AR, NAF) | density (sampling with `inverse`) |
+//! | `bnaf` | L block neural autoregressive flows (De Cao et al. 2019), permutations between them | density (sampling by a numerical inverse) |
 //!
 //! `coupling` and `autoregressive` carry their element-wise map in `transformer`; their
 //! [`FlowSpec::family`] is the preset name of that map (e.g. `nsf`, `nsf-ar`).
@@ -26,9 +27,13 @@
 //! The `planar`, `radial` and `sylvester` presets are unconditional; their hyperparameters are
 //! [`VariationalSpec`] and [`SylvesterSpec`].
 //! | `ffjord` | L continuous flows, ODE-solved (Grathwohl et al. 2019) | neither (one solve each way) |
+//! [`FlowSpec::family`] is the preset name of that map (e.g. `nsf`, `nsf-ar`, `naf`, `sos`,
+//! `bernstein`). Maps without a closed-form inverse (NAF, SOS, Bernstein, BNAF) sample through
+//! the bracketed solver of [`crate::solve`].
 
 mod autoregressive;
 mod base;
+mod bnaf;
 mod coupling;
 mod ffjord;
 mod image;
@@ -37,8 +42,11 @@ mod transformer_flows;
 mod variational;
 
 pub use base::BaseSpec;
+pub use bnaf::BnafSpec;
 pub use ffjord::FfjordSpec;
 pub use image::{bits_per_dim, ImageFlowSpec};
 pub use spec::{AutoregressiveSpec, CouplingSpec, FlowSpec, PermutationKind};
-pub use transformer_flows::{TransformerFlowSpec, TransformerSpec};
+pub use transformer_flows::{
+    TransformerFlowSpec, TransformerSpec, BERNSTEIN_DEGREE, NAF_HIDDEN, SOS_DEGREE, SOS_POLYNOMIALS,
+};
 pub use variational::{SylvesterSpec, SylvesterVariant, VariationalSpec};

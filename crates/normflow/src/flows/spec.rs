@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::base::BaseSpec;
+use super::bnaf::BnafSpec;
 use super::ffjord::FfjordSpec;
 use super::image::ImageFlowSpec;
 use super::transformer_flows::TransformerFlowSpec;
@@ -148,6 +149,8 @@ pub enum FlowSpec {
     Sylvester(SylvesterSpec),
     /// Continuous normalizing flow (FFJORD).
     Ffjord(FfjordSpec),
+    /// Block neural autoregressive flow.
+    Bnaf(BnafSpec),
 }
 
 impl FlowSpec {
@@ -167,6 +170,7 @@ impl FlowSpec {
             FlowSpec::Sylvester(_) => "sylvester",
             FlowSpec::Coupling(s) => s.transformer.preset_name(false),
             FlowSpec::Autoregressive(s) => s.transformer.preset_name(true),
+            FlowSpec::Bnaf(_) => "bnaf",
         }
     }
 
@@ -189,6 +193,7 @@ impl FlowSpec {
             FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.features,
             FlowSpec::Sylvester(s) => s.features,
             FlowSpec::Ffjord(s) => s.features,
+            FlowSpec::Bnaf(s) => s.features,
         }
     }
 
@@ -202,6 +207,7 @@ impl FlowSpec {
             FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.context_features,
             FlowSpec::Sylvester(s) => s.context_features,
             FlowSpec::Ffjord(s) => s.context_features,
+            FlowSpec::Bnaf(s) => s.context_features,
         }
     }
 
@@ -245,6 +251,7 @@ impl FlowSpec {
             FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.validate()?,
             FlowSpec::Sylvester(s) => s.validate()?,
             FlowSpec::Ffjord(s) => s.validate()?,
+            FlowSpec::Bnaf(s) => s.validate()?,
         }
         Ok(())
     }
@@ -276,6 +283,7 @@ impl FlowSpec {
             }
             FlowSpec::Sylvester(s) => variational::build_sylvester(&params.pp("transform"), s)?,
             FlowSpec::Ffjord(s) => super::ffjord::build(&params.pp("transform"), s)?,
+            FlowSpec::Bnaf(s) => super::bnaf::build(&params.pp("transform"), s)?,
         };
         let (features, context, base) = match self {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => {
@@ -289,6 +297,7 @@ impl FlowSpec {
             FlowSpec::Planar(s) | FlowSpec::Radial(s) => (s.features, s.context_features, &s.base),
             FlowSpec::Sylvester(s) => (s.features, s.context_features, &s.base),
             FlowSpec::Ffjord(s) => (s.features, s.context_features, &s.base),
+            FlowSpec::Bnaf(s) => (s.features, s.context_features, &s.base),
         };
         let base = base.build(&params.pp("base"), features, context)?;
         Ok((transform, base))

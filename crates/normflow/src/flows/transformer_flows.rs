@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use super::base::BaseSpec;
 use super::spec::PermutationKind;
 use crate::bijections::{
-    alternating_mask, AffineTransformer, BatchNorm, Bijection, Chain,
-    CircularRationalQuadraticSpline, CouplingConfig, CubicSpline, Inverse, LinearSpline,
-    MafLayerConfig, Permutation, QuadraticSpline, RationalQuadraticSpline, RqSplineConfig,
-    Transformer, TransformerAutoregressive, TransformerCoupling,
+    alternating_mask, AffineTransformer, BatchNorm, BernsteinTransformer, Bijection, Chain,
+    CircularRationalQuadraticSpline, CouplingConfig, CubicSpline, DeepSigmoidTransformer, Inverse,
+    LinearSpline, MafLayerConfig, Permutation, QuadraticSpline, RationalQuadraticSpline,
+    RqSplineConfig, SosTransformer, Transformer, TransformerAutoregressive, TransformerCoupling,
 };
 use crate::nn::Activation;
 use crate::params::Params;
@@ -85,6 +85,30 @@ pub enum TransformerSpec {
         /// Half-width B of the spline's interval.
         bound: f64,
     },
+    /// NAF's deep sigmoidal flow (Huang et al. 2018): DSF, or DDSF with `dense`; `hidden`
+    /// sigmoid units per layer (see
+    /// [`DeepSigmoidTransformer`](crate::bijections::DeepSigmoidTransformer)).
+    DeepSigmoid {
+        /// Sigmoid units per layer (8 in the `naf` preset).
+        hidden: usize,
+        /// The dense two-layer form (DDSF).
+        #[serde(default)]
+        dense: bool,
+    },
+    /// Sum-of-squares polynomial (Jaini et al. 2019; see
+    /// [`SosTransformer`](crate::bijections::SosTransformer)).
+    Sos {
+        /// Number of squared polynomials `K`.
+        polynomials: usize,
+        /// Degree `r` of each polynomial (the map has degree `2r + 1`).
+        degree: usize,
+    },
+    /// Bernstein polynomial with increasing coefficients between a sigmoid and a logit (see
+    /// [`BernsteinTransformer`](crate::bijections::BernsteinTransformer)).
+    Bernstein {
+        /// Degree `M`.
+        degree: usize,
+    },
 }
 
 fn default_bins() -> usize {
@@ -101,6 +125,15 @@ fn default_bound() -> f64 {
 fn default_minimum() -> f64 {
     1e-3
 }
+
+/// Default sigmoid units of the `naf` preset.
+pub const NAF_HIDDEN: usize = 8;
+/// Default number of squared polynomials of the `sos` preset.
+pub const SOS_POLYNOMIALS: usize = 4;
+/// Default polynomial degree of the `sos` preset (map degree 7).
+pub const SOS_DEGREE: usize = 3;
+/// Default degree of the `bernstein` preset.
+pub const BERNSTEIN_DEGREE: usize = 16;
 
 impl TransformerSpec {
     /// Checks the hyperparameters, naming the first invalid one.
@@ -161,6 +194,13 @@ impl TransformerSpec {
             TransformerSpec::CubicSpline { bins, bound } => {
                 Arc::new(CubicSpline::new(bins, bound)?)
             }
+            TransformerSpec::DeepSigmoid { hidden, dense } => {
+                Arc::new(DeepSigmoidTransformer::new(hidden, dense)?)
+            }
+            TransformerSpec::Sos { polynomials, degree } => {
+                Arc::new(SosTransformer::new(polynomials, degree)?)
+            }
+            TransformerSpec::Bernstein { degree } => Arc::new(BernsteinTransformer::new(degree)?),
         })
     }
 
@@ -184,6 +224,12 @@ impl TransformerSpec {
             (TransformerSpec::QuadraticSpline { .. }, true) => "quadratic-spline-ar",
             (TransformerSpec::CubicSpline { .. }, false) => "cubic",
             (TransformerSpec::CubicSpline { .. }, true) => "cubic-ar",
+            (TransformerSpec::DeepSigmoid { .. }, false) => "naf-coupling",
+            (TransformerSpec::DeepSigmoid { .. }, true) => "naf",
+            (TransformerSpec::Sos { .. }, false) => "sos-coupling",
+            (TransformerSpec::Sos { .. }, true) => "sos",
+            (TransformerSpec::Bernstein { .. }, false) => "bernstein-coupling",
+            (TransformerSpec::Bernstein { .. }, true) => "bernstein",
         }
     }
 }
