@@ -9,9 +9,9 @@ use super::base::BaseSpec;
 use super::spec::PermutationKind;
 use crate::bijections::{
     alternating_mask, AffineTransformer, BatchNorm, BernsteinTransformer, Bijection, Chain,
-    CircularRationalQuadraticSpline, CouplingConfig, CubicSpline, DeepSigmoidTransformer, Inverse,
-    LinearSpline, MafLayerConfig, Permutation, QuadraticSpline, RationalQuadraticSpline,
-    RqSplineConfig, SosTransformer, Transformer, TransformerAutoregressive, TransformerCoupling,
+    CircularRationalQuadraticSpline, CouplingConfig, CubicSpline, DeepSigmoidTransformer,
+    LinearSpline, MafLayerConfig, QuadraticSpline, RationalQuadraticSpline, RqSplineConfig,
+    SosTransformer, Transformer, TransformerAutoregressive, TransformerCoupling,
 };
 use crate::nn::Activation;
 use crate::params::Params;
@@ -342,35 +342,20 @@ pub(super) fn build_coupling(params: &Params, spec: &TransformerFlowSpec) -> Res
 /// `L x [transformer autoregressive layer (inverted if asked), batch norm?, permutation]`,
 /// without the trailing batch norm and permutation.
 pub(super) fn build_autoregressive(params: &Params, spec: &TransformerFlowSpec) -> Result<Chain> {
-    let d = spec.features;
     let transformer = spec.transformer.build()?;
-    let mut layers: Vec<Box<dyn Bijection>> = Vec::new();
-    for i in 0..spec.layers {
-        let p = params.pp(i);
+    let stack = super::autoregressive::AutoregressiveStack {
+        features: spec.features,
+        layers: spec.layers,
+        batch_norm: spec.batch_norm,
+        permutation: spec.permutation,
+        inverse: spec.inverse,
+    };
+    stack.build(params, |p| {
         let config = MafLayerConfig {
             context_features: spec.context_features,
             activation: spec.activation,
-            ..MafLayerConfig::new(d, vec![spec.hidden; spec.blocks])
+            ..MafLayerConfig::new(spec.features, vec![spec.hidden; spec.blocks])
         };
-        let layer = TransformerAutoregressive::new(&p, &config, transformer.clone())?;
-        if spec.inverse {
-            layers.push(Box::new(Inverse::new(layer)));
-        } else {
-            layers.push(Box::new(layer));
-        }
-        if i + 1 == spec.layers {
-            break;
-        }
-        if spec.batch_norm {
-            layers.push(Box::new(BatchNorm::new(&p.pp("batch_norm"), &[d])?));
-        }
-        if d > 1 {
-            let permutation = match spec.permutation {
-                PermutationKind::Reverse => Permutation::reverse(d)?,
-                PermutationKind::Random => Permutation::random(&p.pp("permutation"), d)?,
-            };
-            layers.push(Box::new(permutation));
-        }
-    }
-    Ok(Chain::new(layers))
+        TransformerAutoregressive::new(p, &config, transformer.clone())
+    })
 }
