@@ -32,6 +32,8 @@
 //! - [`model`]: a flow with its preprocessing, saved to and loaded from a directory;
 //! - [`train`]: maximum-likelihood training (Adam, schedules, early stopping, exact resume);
 //! - [`maxent`]: maximum-entropy flows under moment constraints (augmented Lagrangian);
+//! - [`latent`]: shared pieces of latent-variable models (importance-weighted bound, Bernoulli
+//!   emission, KL warm-up, dynamic binarization);
 //! - [`preprocess`]: standardization stored with the model;
 //! - [`vi`]: variational inference: fitting a flow to an unnormalized density (reverse KL),
 //!   built-in targets, ELBO / importance-weighted `log Z` / effective sample size.
@@ -76,6 +78,7 @@ pub mod distributions;
 mod error;
 pub mod flows;
 pub mod inference;
+pub mod latent;
 pub mod linalg;
 pub mod maxent;
 pub mod model;
