@@ -21,9 +21,10 @@
 //! residual grows with them even where `y` is near zero. It has converged too when its bracket
 //! has shrunk to the floating-point resolution of `x` in the tensor's dtype between two
 //! *evaluated* ends with `f(lo) < y < f(hi)` (no representable `x` does better: the map is
-//! steeper than the dtype can resolve there). Anything else after `max_iter` iterations, a root
-//! that cannot be bracketed or lies outside the caller's bracket, or a non-finite value is an
-//! [`Error::Numerical`]: never a silent wrong answer. The result reports the largest residual.
+//! steeper than the dtype can resolve there; the end with the smaller residual is returned).
+//! Anything else after `max_iter` iterations, a root that cannot be bracketed or lies outside
+//! the caller's bracket, or a non-finite value is an [`Error::Numerical`]: never a silent wrong
+//! answer. The result reports the largest residual.
 //!
 //! The bracket bookkeeping runs on the host in `f64` (one device-to-host copy of `f` and `f'`
 //! per iteration); every evaluation of `f` covers the whole batch. The iterations carry no
