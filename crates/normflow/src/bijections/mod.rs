@@ -43,7 +43,6 @@ mod radial;
 mod rq_fused;
 mod rq_kernel;
 mod rq_spline;
-pub mod scalar_solve;
 mod sigmoid;
 mod sos;
 mod spline_knots;

@@ -3,10 +3,10 @@
 use candle_core::Tensor;
 
 use super::param_batch::{check_param_batch, check_rows, dot_rows, tiny};
-use super::scalar_solve::{implicit_newton_step, solve_increasing, Residual, SolveOptions};
 use super::Bijection;
 use crate::ops::softplus;
 use crate::params::{Init, Params};
+use crate::solve::{implicit_newton_step, solve_increasing_with, SolveInputs, SolveOptions};
 use crate::{Error, Result};
 
 /// The parameters of one planar map `f(z) = z + û tanh(wᵀz + b)`, with the invertibility
@@ -117,7 +117,10 @@ impl PlanarParams {
 }
 
 /// Solves `x + c tanh(k x + d) = t` element-wise for `x`, given `c k > -1` (so the left side
-/// increases in `x`); the root lies in `t ± |c|`. `t: (B,)`; `c`, `k`, `d` broadcast to it.
+/// increases in `x`); the root lies in `t ± |c|`, which is given to the solver as the bracket,
+/// and the tolerance is relative to `|t| + |c|`, the size of the equation's terms (inside the
+/// bracket `|x| <= |t| + |c|`), because the rounding error of the residual grows with them
+/// even where `t` is near zero. `t: (B,)`; `c`, `k`, `d` broadcast to it.
 ///
 /// The solve runs detached; the returned root carries gradients with respect to `t`, `c`, `k`
 /// and `d` through [`implicit_newton_step`].
@@ -131,22 +134,25 @@ pub(crate) fn solve_tanh_equation(
 ) -> Result<Tensor> {
     let shape = t.shape();
     let (c, k, d) = (c.broadcast_as(shape)?, k.broadcast_as(shape)?, d.broadcast_as(shape)?);
-    let residual = |x: &Tensor, t: &Tensor, c: &Tensor, k: &Tensor, d: &Tensor| {
+    // `(x + c tanh(k x + d), 1 + c k tanh'(k x + d))`.
+    let lhs = |x: &Tensor, c: &Tensor, k: &Tensor, d: &Tensor| -> Result<(Tensor, Tensor)> {
         let tanh = (x * k)?.add(d)?.tanh()?;
-        let c_tanh = (c * &tanh)?;
-        Ok(Residual {
-            value: ((x + &c_tanh)? - t)?,
-            slope: (((c * k)? * (tanh.sqr()?.neg()? + 1.0)?)? + 1.0)?,
-            magnitude: ((x.abs()? + c_tanh.abs()?)? + t.abs()?)?,
-        })
+        let slope = (((c * k)? * (tanh.sqr()?.neg()? + 1.0)?)? + 1.0)?;
+        Ok(((x + (c * &tanh)?)?, slope))
     };
     let (td, cd, kd, dd) = (t.detach(), c.detach(), k.detach(), d.detach());
     let bound = cd.abs()?;
     let (lo, hi) = ((&td - &bound)?, (&td + &bound)?);
-    let solution =
-        solve_increasing(what, |x| residual(x, &td, &cd, &kd, &dd), &lo, &hi, Some(&td), opts)?;
-    let attached = residual(&solution.root, t, &c, &k, &d)?;
-    implicit_newton_step(&solution.root, &attached.value, &attached.slope)
+    let scale = (td.abs()? + &bound)?;
+    let inputs = SolveInputs {
+        bracket: Some((&lo, &hi)),
+        scale: Some(&scale),
+        what,
+        ..SolveInputs::default()
+    };
+    let solution = solve_increasing_with(&td, &inputs, opts, |x| lhs(x, &cd, &kd, &dd))?;
+    let (value, slope) = lhs(&solution.x, &c, &k, &d)?;
+    implicit_newton_step(&solution.x, &(value - t)?, &slope)
 }
 
 /// Planar flow layer: `x = z + û tanh(wᵀz + b)` in the sampling direction (latent `z` to
@@ -305,9 +311,7 @@ mod tests {
         let layer = Planar::new(&store.root(), 3)?;
         store.perturb(0.8, 2)?;
         let x = Tensor::new(&[[0.5f64, -1.0, 2.0], [-0.3, 0.1, 0.7]], &Device::Cpu)?;
-        crate::bijections::scalar_solve::gradient_check::assert_solved_gradients_match(
-            &store, &layer, &x,
-        )
+        crate::testing::assert_solved_gradients_match(&store, &layer, &x)
     }
 
     #[test]

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::householder::householder_columns;
 use super::param_batch::{check_param_batch, check_rows, rows_times, tiny};
 use super::planar::solve_tanh_equation;
-use super::scalar_solve::SolveOptions;
 use super::Bijection;
 use crate::params::{Init, Params};
+use crate::solve::SolveOptions;
 use crate::{Error, Result};
 
 /// The largest `|raw|` whose `tanh` is still below 1 in `dtype`: the diagonals are clamped to
@@ -455,9 +455,7 @@ mod tests {
                 Sylvester::new(&store.root(), &SylvesterConfig { features: 3, m: 2 + i, basis })?;
             store.perturb(0.8, 2)?;
             let x = Tensor::new(&[[0.5f64, -1.0, 2.0], [-0.3, 0.1, 0.7]], &Device::Cpu)?;
-            crate::bijections::scalar_solve::gradient_check::assert_solved_gradients_match(
-                &store, &layer, &x,
-            )?;
+            crate::testing::assert_solved_gradients_match(&store, &layer, &x)?;
         }
         Ok(())
     }
@@ -466,7 +464,7 @@ mod tests {
     fn an_unconverged_inverse_is_an_error() -> Result<()> {
         let store = ParamStore::new(DType::F32, &Device::Cpu, 4);
         let config = SylvesterConfig { features: 3, m: 3, basis: SylvesterBasis::Identity };
-        let strict = SolveOptions { abs_tol: 0.0, rel_tol: 0.0, max_iter: 0 };
+        let strict = SolveOptions { max_iter: 0, ..SolveOptions::for_dtype(DType::F32) };
         let layer = Sylvester::new(&store.root(), &config)?.with_solve_options(strict);
         store.perturb(1.0, 2)?;
         let x = Tensor::new(&[[0.5f32, -1.0, 2.0]], &Device::Cpu)?;
