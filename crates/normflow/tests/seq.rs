@@ -80,7 +80,8 @@ fn spec(kind: SeqModelKind) -> SeqModelSpec {
     }
 }
 
-/// Every model trains a few epochs with a finite loss that goes down, and its evaluation is
+/// Every model trains a few epochs with a finite loss that goes down (from the marginal
+/// note frequencies, where the read-out bias starts), and its evaluation is
 /// finite with the importance-weighted NLL at most the negative ELBO (on average over
 /// sequences; exactly equal for the baselines).
 #[test]
@@ -95,13 +96,16 @@ fn every_model_trains_and_its_bounds_are_ordered() -> Result<()> {
     ] {
         let model = SeqModel::new(spec(kind), 0, DType::F32, &Device::Cpu)?;
         let config =
-            SeqTrainConfig { epochs: 6, batch_size: 2, lr: 3e-3, ..SeqTrainConfig::default() };
+            SeqTrainConfig { epochs: 15, batch_size: 2, lr: 3e-3, ..SeqTrainConfig::default() };
         let history = fit_sequences(&model, &data.train, &data.valid, &config, |_| {})?;
         if kind == SeqModelKind::Bernoulli {
             assert!(history.is_empty());
         } else {
             assert!(history.iter().all(|e| e.train_loss.is_finite() && e.skipped == 0));
-            let (first, last) = (history[0].train_loss, history[history.len() - 1].train_loss);
+            // Means of the first and last three epochs: one posterior sample per step is noisy.
+            let mean =
+                |e: &[normflow::seq::SeqEpoch]| e.iter().map(|e| e.train_loss).sum::<f64>() / 3.0;
+            let (first, last) = (mean(&history[..3]), mean(&history[history.len() - 3..]));
             assert!(last < first, "{kind:?}: loss {first} -> {last}");
         }
         let mut rng = normflow::random::rng_from_seed(3);

@@ -23,6 +23,46 @@ fn step_log_probs(logits: &Tensor, batch: &SeqBatch) -> Result<Tensor> {
     Ok((per_step.reshape((b, t))? * &batch.mask)?)
 }
 
+/// The add-one smoothed log-odds `log(p_n / (1 - p_n))`, `p_n = (count_n + 1) / (steps + 2)`,
+/// of every modelled pitch over the steps of `train`.
+pub fn note_log_odds(train: &[NoteSequence], notes: NoteRange) -> Result<Vec<f64>> {
+    let mut counts = vec![0f64; notes.count];
+    let mut steps = 0f64;
+    for step in train.iter().flatten() {
+        steps += 1.0;
+        for &p in step {
+            if !notes.contains(p) {
+                return Err(Error::Data(format!("pitch {p} is outside the model's range")));
+            }
+            counts[(p - notes.low) as usize] += 1.0;
+        }
+    }
+    Ok(counts
+        .iter()
+        .map(|c| {
+            let p = (c + 1.0) / (steps + 2.0);
+            (p / (1.0 - p)).ln()
+        })
+        .collect())
+}
+
+/// Overwrites `var` (shape `(N,)`) with [`note_log_odds`]: the closed-form baseline, and the
+/// starting bias of every Bernoulli read-out (so training starts from the marginals instead of
+/// spending its first epochs learning that most notes are silent).
+pub fn set_to_log_odds(
+    var: &candle_core::Var,
+    train: &[NoteSequence],
+    notes: NoteRange,
+) -> Result<()> {
+    let t = var.as_tensor();
+    if t.dims() != [notes.count] {
+        return Err(Error::shape("note log-odds", format!("({},)", notes.count), t.dims()));
+    }
+    let values = note_log_odds(train, notes)?;
+    var.set(&crate::random::from_f64(values, t.shape().clone(), t.dtype(), t.device())?)?;
+    Ok(())
+}
+
 /// Independent notes with fixed marginal probabilities (logits in tensor `logits`, `(N,)`).
 #[derive(Debug)]
 pub struct IndependentBernoulli {
@@ -38,32 +78,7 @@ impl IndependentBernoulli {
 
     /// Sets the logits to the add-one smoothed note frequencies of `train` (closed form).
     pub fn fit(&self, train: &[NoteSequence]) -> Result<()> {
-        let mut counts = vec![0f64; self.notes.count];
-        let mut steps = 0f64;
-        for step in train.iter().flatten() {
-            steps += 1.0;
-            for &p in step {
-                if !self.notes.contains(p) {
-                    return Err(Error::Data(format!("pitch {p} is outside the model's range")));
-                }
-                counts[(p - self.notes.low) as usize] += 1.0;
-            }
-        }
-        let logits: Vec<f64> = counts
-            .iter()
-            .map(|c| {
-                let p = (c + 1.0) / (steps + 2.0);
-                (p / (1.0 - p)).ln()
-            })
-            .collect();
-        let t = self.logits.as_tensor();
-        self.logits.set(&crate::random::from_f64(
-            logits,
-            t.shape().clone(),
-            t.dtype(),
-            t.device(),
-        )?)?;
-        Ok(())
+        set_to_log_odds(&self.logits, train, self.notes)
     }
 
     /// `log p(x_t)` per step, `(B, T)` (0 at padding).

@@ -43,6 +43,17 @@ impl SeqModelKind {
         }
     }
 
+    /// The CLI spelling (`af-af`, `af-scf`, `iaf-scf`, `bernoulli`, `gru`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            SeqModelKind::AfAf => "af-af",
+            SeqModelKind::AfScf => "af-scf",
+            SeqModelKind::IafScf => "iaf-scf",
+            SeqModelKind::Bernoulli => "bernoulli",
+            SeqModelKind::Gru => "gru",
+        }
+    }
+
     /// Whether the model has parameters to train by gradient descent.
     pub fn trained(&self) -> bool {
         *self != SeqModelKind::Bernoulli
@@ -165,12 +176,22 @@ impl SeqModel {
         }
     }
 
-    /// Fits the closed-form parts (the Bernoulli baseline's frequencies); a no-op otherwise.
+    /// Fits the closed-form parts: the Bernoulli baseline's frequencies; for the trained
+    /// models, the bias of the Bernoulli read-out starts at the same log-odds.
     pub fn fit_closed_form(&self, train: &[NoteSequence]) -> Result<()> {
-        match &self.inner {
-            Inner::Bernoulli(m) => m.fit(train),
-            _ => Ok(()),
-        }
+        let bias = match &self.inner {
+            Inner::Bernoulli(m) => return m.fit(train),
+            Inner::Flow(_) => "emission.layers.1.bias",
+            Inner::Gru(_) => "readout.bias",
+        };
+        let var = self
+            .store
+            .parameters()
+            .into_iter()
+            .find(|(name, _)| name == bias)
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::Data(format!("the model has no tensor {bias}")))?;
+        super::baselines::set_to_log_odds(&var, train, self.spec.notes)
     }
 
     /// A padded batch of `sequences` in this model's dtype and device.
