@@ -172,3 +172,21 @@ fn model_directories_round_trip() -> Result<()> {
     assert!(err.contains("checksum"), "{err}");
     Ok(())
 }
+
+/// The bidirectional encoder sees each sequence alone: a short sequence's posterior is the same
+/// alone and padded in a batch with a longer one (the backward GRU starts at its own end).
+#[test]
+fn padding_does_not_reach_the_posterior() -> Result<()> {
+    let data = fixture();
+    let model = SeqModel::new(spec(SeqModelKind::AfScf), 1, DType::F64, &Device::Cpu)?;
+    model.store().perturb(0.3, 2)?;
+    let vae = model.vae().expect("a latent flow");
+    let (short, long) = (&data.train[0], &data.train[3]);
+    assert!(short.len() < long.len());
+    let (mu_alone, sigma_alone) = vae.posterior(&model.batch(&[short])?)?;
+    let (mu, sigma) = vae.posterior(&model.batch(&[short, long])?)?;
+    let t = short.len();
+    assert!(max_diff(&mu_alone, &mu.narrow(0, 0, 1)?.narrow(1, 0, t)?)? < 1e-12);
+    assert!(max_diff(&sigma_alone, &sigma.narrow(0, 0, 1)?.narrow(1, 0, t)?)? < 1e-12);
+    Ok(())
+}
