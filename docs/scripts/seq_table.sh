@@ -5,7 +5,8 @@
 set -euo pipefail
 BIN=${1:-target/release/normflow}
 OUT=${2:-runs/seq}
-DATA=${DATA:-../shared/data/jsb-chorales/bach_chorales_music21.json}
+# The shared data folder sits beside the checkout (../shared from the repository root).
+DATA=${DATA:-$(dirname "$0")/../../../shared/data/jsb-chorales/bach_chorales_music21.json}
 export RAYON_NUM_THREADS=1
 mkdir -p "$OUT"
 FLOW=(--latent 16 --layers 2 --hidden 64 --spline-bins 8 --batch-size 8 --lr 2e-3
