@@ -1,6 +1,7 @@
 //! Neural networks used as conditioners: MLPs, masked (MADE) networks.
 
 mod conv;
+mod conv2d;
 pub mod dense;
 pub mod fused;
 pub mod gemm;
@@ -10,6 +11,7 @@ mod made;
 mod mlp;
 
 pub use conv::{ConvNet, ConvNetConfig};
+pub use conv2d::conv2d_same;
 pub use gru::Gru;
 pub use linear::{linear, linear_act};
 pub use made::{Made, MadeConfig, MadeHiddenDegrees, MadeOrder};
