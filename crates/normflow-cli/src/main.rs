@@ -49,6 +49,10 @@ enum Command {
     Toy(commands::toy::ToyArgs),
     /// Fit a flow to a built-in unnormalized density by variational inference (reverse KL).
     Vi(commands::vi::ViArgs),
+    /// Latent normalizing flows (AF/AF, AF/SCF, IAF/SCF) and baselines on note sequences.
+    Seq(Box<commands::seq::SeqArgs>),
+    /// Draw note sequences from a model trained by `normflow seq` (JSON and a piano-roll PNG).
+    SeqSample(commands::seq::SeqSampleArgs),
     /// Describe a trained model: spec, parameters, preprocessing, training summary.
     Inspect(commands::inspect::InspectArgs),
 }
@@ -82,6 +86,8 @@ fn main() -> ExitCode {
         Command::Toy(args) => commands::toy::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Vi(args) => commands::vi::run(args),
+        Command::Seq(args) => commands::seq::run(*args),
+        Command::SeqSample(args) => commands::seq::run_sample(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

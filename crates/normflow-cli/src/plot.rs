@@ -473,3 +473,45 @@ pub fn image_grid(
     root.present().map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
 }
+
+/// Draws note sequences as piano rolls, one panel per sequence stacked vertically: time runs
+/// to the right (`zoom` pixels per step), pitch upwards (`zoom` pixels per modelled pitch), a
+/// sounding note is a black cell, C notes get a faint grey line for orientation.
+pub fn piano_roll(
+    path: &Path,
+    sequences: &[normflow::seq::NoteSequence],
+    notes: normflow::seq::NoteRange,
+) -> Result<()> {
+    let zoom = 4usize;
+    let gap = 6usize;
+    let steps = sequences.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let (w, h) = (steps * zoom, notes.count * zoom);
+    let size = ((w + 2 * gap) as u32, (sequences.len().max(1) * (h + gap) + gap) as u32);
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let grey = RGBColor(225, 225, 225);
+    for (i, seq) in sequences.iter().enumerate() {
+        let y0 = gap + i * (h + gap);
+        let cell = |t: usize, k: usize| {
+            let (x, y) = ((gap + t * zoom) as i32, (y0 + h - (k + 1) * zoom) as i32);
+            Rectangle::new([(x, y), (x + zoom as i32, y + zoom as i32)], BLACK.filled())
+        };
+        for k in (0..notes.count).filter(|&k| notes.pitch(k) % 12 == 0) {
+            let y = (y0 + h - k * zoom - zoom / 2) as i32;
+            root.draw(&PathElement::new(vec![(gap as i32, y), ((gap + w) as i32, y)], grey))
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        root.draw(&Rectangle::new(
+            [(gap as i32 - 1, y0 as i32 - 1), ((gap + w) as i32, (y0 + h) as i32)],
+            grey,
+        ))
+        .map_err(|e| anyhow!("{e}"))?;
+        for (t, step) in seq.iter().enumerate() {
+            for &p in step.iter().filter(|&&p| notes.contains(p)) {
+                root.draw(&cell(t, (p - notes.low) as usize)).map_err(|e| anyhow!("{e}"))?;
+            }
+        }
+    }
+    root.present().map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}

@@ -17,7 +17,8 @@
 //!
 //! This module holds the model-independent parts: [`log_mean_exp`] (the bound from a tensor of
 //! log-weights), [`bernoulli_log_prob`] (the binary emission from logits), [`KlWarmup`] (the KL
-//! annealing schedule of Sønderby et al. 2016) and [`dynamic_binarize`].
+//! annealing schedule of Sønderby et al. 2016), [`dynamic_binarize`] and [`importance_bounds`]
+//! (both bounds from `K` samples drawn in chunks).
 
 use candle_core::{DType, Tensor, D};
 use rand::{Rng, RngCore};
@@ -46,6 +47,48 @@ pub fn log_mean_exp(values: &Tensor, dim: usize) -> Result<Tensor> {
     let sum = values.broadcast_sub(&finite_max)?.exp()?.sum_keepdim(dim)?;
     let log_mean = ((sum.log()? + finite_max)? - (count as f64).ln())?;
     Ok(log_mean.squeeze(dim)?)
+}
+
+/// Per-example ELBO and importance-weighted bound, on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportanceBounds {
+    /// `mean_k log w_k` per example: the ELBO estimated with `K` samples.
+    pub elbo: Vec<f64>,
+    /// `log (1/K) sum_k w_k` per example: the bound `L_K`.
+    pub iw: Vec<f64>,
+}
+
+/// Draws `samples` log-weights per example, `chunk` samples at a time (memory grows with the
+/// chunk, not with `K`), and returns both bounds per example.
+///
+/// `log_weights(n)` must return `(n, B)` log-weights of `n` fresh samples for the same `B`
+/// examples; run it under [`crate::inference::without_gradients`] when evaluating.
+pub fn importance_bounds(
+    samples: usize,
+    chunk: usize,
+    mut log_weights: impl FnMut(usize) -> Result<Tensor>,
+) -> Result<ImportanceBounds> {
+    crate::ensure_config!(samples >= 1, "importance samples", samples, "must be at least 1");
+    crate::ensure_config!(chunk >= 1, "importance sample chunk", chunk, "must be at least 1");
+    let mut rows: Vec<Tensor> = Vec::new();
+    let mut drawn = 0;
+    while drawn < samples {
+        let n = chunk.min(samples - drawn);
+        let w = log_weights(n)?;
+        if w.rank() != 2
+            || w.dim(0)? != n
+            || rows.first().is_some_and(|r| r.dim(1).ok() != w.dim(1).ok())
+        {
+            return Err(Error::shape("importance log-weights", format!("({n}, B)"), w.dims()));
+        }
+        rows.push(w.detach().to_device(&candle_core::Device::Cpu)?.to_dtype(DType::F64)?);
+        drawn += n;
+    }
+    let all = Tensor::cat(&rows, 0)?;
+    Ok(ImportanceBounds {
+        elbo: all.mean(0)?.to_vec1::<f64>()?,
+        iw: log_mean_exp(&all, 0)?.to_vec1::<f64>()?,
+    })
 }
 
 /// Log-likelihood of binary data under independent Bernoulli variables with the given logits,
@@ -153,6 +196,35 @@ mod tests {
         assert!((got[1] + 200.0).abs() < 1e-9, "{}", got[1]);
         let wrong = Tensor::new(&[1.0f64, 0.0], &Device::Cpu)?;
         assert!(bernoulli_log_prob(&logits, &wrong).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn importance_bounds_gather_chunks_and_order_elbo_below_iw() -> Result<()> {
+        let mut calls = Vec::new();
+        let mut next = 0.0f64;
+        let bounds = importance_bounds(5, 2, |n| {
+            calls.push(n);
+            let rows: Vec<f64> = (0..n * 2)
+                .map(|i| {
+                    next += 1.0;
+                    (next + i as f64).sin()
+                })
+                .collect();
+            Ok(Tensor::from_vec(rows, (n, 2), &Device::Cpu)?)
+        })?;
+        assert_eq!(calls, [2, 2, 1]);
+        for (e, w) in bounds.elbo.iter().zip(&bounds.iw) {
+            assert!(e.is_finite() && e <= w, "{e} > {w}");
+        }
+        assert!(importance_bounds(2, 1, |n| Ok(Tensor::zeros(
+            (n + 1, 2),
+            DType::F64,
+            &Device::Cpu
+        )?))
+        .is_err());
+        assert!(importance_bounds(0, 1, |n| Ok(Tensor::zeros((n, 2), DType::F64, &Device::Cpu)?))
+            .is_err());
         Ok(())
     }
 

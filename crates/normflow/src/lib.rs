@@ -34,6 +34,7 @@
 //! - [`maxent`]: maximum-entropy flows under moment constraints (augmented Lagrangian);
 //! - [`latent`]: shared pieces of latent-variable models (importance-weighted bound, Bernoulli
 //!   emission, KL warm-up, dynamic binarization);
+//! - [`seq`]: latent normalizing flows for discrete sequences (polyphonic music), with baselines;
 //! - [`preprocess`]: standardization stored with the model;
 //! - [`vi`]: variational inference: fitting a flow to an unnormalized density (reverse KL),
 //!   built-in targets, ELBO / importance-weighted `log Z` / effective sample size.
@@ -88,6 +89,7 @@ pub mod ops;
 pub mod params;
 pub mod preprocess;
 pub mod random;
+pub mod seq;
 pub mod solve;
 pub mod testing;
 pub mod train;

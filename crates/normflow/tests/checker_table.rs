@@ -14,6 +14,8 @@ use normflow::candle::{DType, Device, Tensor};
 use normflow::nn::{Activation, MadeOrder};
 use normflow::ode::Solver;
 use normflow::preprocess::Standardization;
+use normflow::seq::prior::FlatSeqPrior;
+use normflow::seq::{PriorKind, SeqPrior, SeqPriorConfig};
 use normflow::testing::{check_bijection, CheckOptions};
 use normflow::{Bijection, ParamStore, Params, Result};
 
@@ -118,6 +120,17 @@ fn cnf(p: &Params, solver: Solver, context: usize, activation: OdeActivation) ->
     let features = if context > 0 { 2 } else { 3 };
     let net = OdeNetConfig { features, context_features: context, hidden: vec![8, 8], activation };
     Cnf::with_net(p, &net, cnf_config(solver))
+}
+
+fn seq_prior(
+    p: &Params,
+    kind: PriorKind,
+    latent: usize,
+    layers: usize,
+    spline_bins: usize,
+) -> Result<FlatSeqPrior> {
+    let config = SeqPriorConfig { kind, latent, layers, hidden: 5, spline_bins, spline_bound: 3.0 };
+    Ok(SeqPrior::new(p, &config)?.flat(3))
 }
 
 fn cases() -> Vec<Case> {
@@ -441,6 +454,23 @@ fn cases() -> Vec<Case> {
             let field = Box::new(LinearField::new(&p.pp("field"), 3)?);
             boxed(Cnf::new(p, field, cnf_config(Solver::Rk4 { steps: 40 }))?)
         }),
+        // The sequence priors of `seq` on flattened sequences of 3 steps: one layer declares
+        // its order (step by step, the within-step order inside); stacks declare none.
+        case("seq prior af-af, 1 layer", &[9], |p| boxed(seq_prior(p, PriorKind::AfAf, 3, 1, 0)?)),
+        case("seq prior af-scf, 1 layer", &[12], |p| {
+            boxed(seq_prior(p, PriorKind::AfScf, 4, 1, 0)?)
+        }),
+        case("seq prior iaf-scf, 1 layer", &[12], |p| {
+            boxed(seq_prior(p, PriorKind::IafScf, 4, 1, 0)?)
+        }),
+        case("seq prior af-af, 2 layers, splines", &[9], |p| {
+            boxed(seq_prior(p, PriorKind::AfAf, 3, 2, 4)?)
+        })
+        .spline_bound(3.0),
+        case("seq prior iaf-scf, 2 layers, splines", &[12], |p| {
+            boxed(seq_prior(p, PriorKind::IafScf, 4, 2, 4)?)
+        })
+        .spline_bound(3.0),
         // `Standardize`, the fixed first layer of every model (preprocess.rs).
         case("standardize", &[3], |p| {
             let s = Standardization { shift: vec![1.0, -2.0, 0.5], scale: vec![0.5, 3.0, 1.5] };

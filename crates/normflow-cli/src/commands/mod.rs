@@ -7,6 +7,7 @@ pub mod log_prob;
 pub mod maxent;
 pub mod plot;
 pub mod sample;
+pub mod seq;
 pub mod toy;
 pub mod train;
 pub mod vi;

@@ -5,12 +5,14 @@ mod conv2d;
 pub mod dense;
 pub mod fused;
 pub mod gemm;
+mod gru;
 mod linear;
 mod made;
 mod mlp;
 
 pub use conv::{ConvNet, ConvNetConfig};
 pub use conv2d::conv2d_same;
+pub use gru::Gru;
 pub use linear::{linear, linear_act};
 pub use made::{Made, MadeConfig, MadeHiddenDegrees, MadeOrder};
 pub use mlp::{Activation, Mlp, MlpConfig};
