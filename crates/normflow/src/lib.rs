@@ -35,6 +35,8 @@
 //! - [`latent`]: shared pieces of latent-variable models (importance-weighted bound, Bernoulli
 //!   emission, KL warm-up, dynamic binarization);
 //! - [`preprocess`]: standardization stored with the model;
+//! - [`vae`]: variational autoencoders with flow posteriors (planar, radial, Sylvester, IAF,
+//!   spline), trained on the ELBO and scored by the importance-weighted bound;
 //! - [`vi`]: variational inference: fitting a flow to an unnormalized density (reverse KL),
 //!   built-in targets, ELBO / importance-weighted `log Z` / effective sample size.
 //!
@@ -91,6 +93,7 @@ pub mod random;
 pub mod solve;
 pub mod testing;
 pub mod train;
+pub mod vae;
 pub mod vi;
 
 pub use bijections::Bijection;
