@@ -49,6 +49,11 @@ enum Command {
     Toy(commands::toy::ToyArgs),
     /// Fit a flow to a built-in unnormalized density by variational inference (reverse KL).
     Vi(commands::vi::ViArgs),
+    /// Train a variational autoencoder with a flow posterior on 8-bit images; report the test
+    /// ELBO and importance-weighted log-likelihood.
+    Vae(Box<commands::vae::VaeArgs>),
+    /// Sample and reconstruction grids (PNG) of a trained VAE.
+    VaeSample(commands::vae::VaeSampleArgs),
     /// Describe a trained model: spec, parameters, preprocessing, training summary.
     Inspect(commands::inspect::InspectArgs),
 }
@@ -74,6 +79,8 @@ fn main() -> ExitCode {
         Command::Toy(args) => commands::toy::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Vi(args) => commands::vi::run(args),
+        Command::Vae(args) => commands::vae::run(*args),
+        Command::VaeSample(args) => commands::vae::run_sample(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

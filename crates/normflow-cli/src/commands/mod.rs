@@ -9,6 +9,7 @@ pub mod plot;
 pub mod sample;
 pub mod toy;
 pub mod train;
+pub mod vae;
 pub mod vi;
 
 use std::path::Path;
