@@ -50,17 +50,9 @@ pub struct Encoding {
     pub context: Option<Tensor>,
 }
 
-impl Encoding {
-    /// Each row repeated `k` times, sample-major: row `s B + b` is example `b`.
-    fn repeat(&self, k: usize) -> Result<Self> {
-        let rep = |t: &Tensor| -> Result<Tensor> { Ok(t.repeat((k, 1))?) };
-        Ok(Self {
-            mu: rep(&self.mu)?,
-            log_sigma: rep(&self.log_sigma)?,
-            flow: self.flow.as_ref().map(rep).transpose()?,
-            context: self.context.as_ref().map(rep).transpose()?,
-        })
-    }
+/// Each row repeated `k` times, sample-major: row `s B + b` is example `b`.
+fn repeat_rows(t: &Tensor, k: usize) -> Result<Tensor> {
+    Ok(t.repeat((k, 1))?)
 }
 
 /// Encoder and posterior flow of a VAE; tensors live under `encoder.*` and `posterior.*`.
@@ -155,26 +147,37 @@ impl Posterior {
         k: usize,
         rng: &mut dyn RngCore,
     ) -> Result<(Tensor, Tensor)> {
-        let e = encoding.repeat(k)?;
-        let eps = crate::random::standard_normal(e.mu.shape(), e.mu.dtype(), e.mu.device(), rng)?;
-        let z0 = (&e.mu + (e.log_sigma.exp()? * &eps)?)?;
-        let log_q0 = ((eps.sqr()? * -0.5)? - &e.log_sigma)?.sum(D::Minus1)?;
+        let (mu, log_sigma) = (repeat_rows(&encoding.mu, k)?, repeat_rows(&encoding.log_sigma, k)?);
+        let eps = crate::random::standard_normal(mu.shape(), mu.dtype(), mu.device(), rng)?;
+        let z0 = (&mu + (log_sigma.exp()? * &eps)?)?;
+        let log_q0 = ((eps.sqr()? * -0.5)? - &log_sigma)?.sum(D::Minus1)?;
         let log_q0 = (log_q0 - HALF_LOG_TWO_PI * self.latent as f64)?;
-        let (z, ladj) = self.flow(&z0, &e)?;
+        let (z, ladj) = self.flow(&z0, encoding, k)?;
         Ok((z, (log_q0 - ladj)?))
     }
 
-    /// Pushes `z₀` through the flow: `(z_K, Σ_k log|det ∂f_k/∂z_{k-1}|)`; `e` is the encoding
-    /// with one row per row of `z₀`.
-    pub fn flow(&self, z0: &Tensor, e: &Encoding) -> Result<(Tensor, Tensor)> {
+    /// Pushes `z₀ (k B, latent)` (sample-major) through the flow of the encoding `e` of `B`
+    /// examples: `(z_K, Σ_k log|det ∂f_k/∂z_{k-1}|)`.
+    ///
+    /// Each layer's constrained parameters are built once per example and repeated for the
+    /// `k` samples (constraining `k` copies of the raw parameters would cost `k` times more).
+    pub fn flow(&self, z0: &Tensor, e: &Encoding, k: usize) -> Result<(Tensor, Tensor)> {
         let mut z = z0.clone();
         let mut ladj = Tensor::zeros(z0.dim(0)?, z0.dtype(), z0.device())?;
+        if z0.dim(0)? != k * e.mu.dim(0)? {
+            return Err(Error::shape(
+                "posterior flow input",
+                format!("({} samples x {} examples, latent)", k, e.mu.dim(0)?),
+                z0.dims(),
+            ));
+        }
         if let Some(chain) = &self.chain {
-            return chain.inverse_and_ladj(z0, e.context.as_ref());
+            let context = e.context.as_ref().map(|c| repeat_rows(c, k)).transpose()?;
+            return chain.inverse_and_ladj(z0, context.as_ref());
         }
         let Some(raw) = &e.flow else { return Ok((z, ladj)) };
         let l = self.latent;
-        let n = z0.dim(0)?;
+        let n = raw.dim(0)?;
         let per_layer = self.spec.amortized_parameters(l) / self.spec.layers().max(1);
         for i in 0..self.spec.layers() {
             let r = raw.narrow(1, i * per_layer, per_layer)?;
@@ -182,13 +185,13 @@ impl Posterior {
                 PosteriorSpec::Planar { .. } => {
                     let (u, w) = (r.narrow(1, 0, l)?, r.narrow(1, l, l)?);
                     let b = r.narrow(1, 2 * l, 1)?.flatten_all()?;
-                    PlanarParams::new(&u, &w, &b)?.map(&z)?
+                    PlanarParams::new(&u, &w, &b)?.repeat(k)?.map(&z)?
                 }
                 PosteriorSpec::Radial { .. } => {
                     let z_ref = r.narrow(1, 0, l)?;
                     let (a, b) =
                         (r.narrow(1, l, 1)?.flatten_all()?, r.narrow(1, l + 1, 1)?.flatten_all()?);
-                    RadialParams::new(&z_ref, &a, &b)?.map(&z)?
+                    RadialParams::new(&z_ref, &a, &b)?.repeat(k)?.map(&z)?
                 }
                 PosteriorSpec::Sylvester { m, variant, .. } => {
                     let m = *m;
@@ -211,7 +214,7 @@ impl Posterior {
                                 .contiguous()?
                         }
                     };
-                    SylvesterParams::new(&q, &rr, &rt, &b)?.map(&z)?
+                    SylvesterParams::new(&q, &rr, &rt, &b)?.repeat(k)?.map(&z)?
                 }
                 PosteriorSpec::Diag | PosteriorSpec::Iaf { .. } | PosteriorSpec::Nsf { .. } => {
                     unreachable_layout()?

@@ -134,9 +134,27 @@ fn log_q_is_the_base_density_minus_a_finite_difference_log_det() -> Result<()> {
             &mut rng_from_seed(2),
         )?;
         let z0 = (&enc.mu + (enc.log_sigma.exp()? * &eps)?)?;
-        let (z_again, _) = post.flow(&z0, &enc)?;
+        let (z_again, _) = post.flow(&z0, &enc, 1)?;
         let err = (z_again - &z)?.abs()?.max_all()?.to_scalar::<f64>()?;
         assert!(err < 1e-12, "{posterior}: {err}");
+        // k = 2 samples per example: each sample's rows are the k = 1 flow of its own ε.
+        let (z2, log_q2) = post.sample_and_log_q(&enc, 2, &mut rng_from_seed(3))?;
+        let eps2 = crate::random::standard_normal(
+            (8, 3),
+            DType::F64,
+            &Device::Cpu,
+            &mut rng_from_seed(3),
+        )?;
+        for s in 0..2 {
+            let e = eps2.narrow(0, 4 * s, 4)?;
+            let z0s = (&enc.mu + (enc.log_sigma.exp()? * &e)?)?;
+            let (zs, ladj) = post.flow(&z0s, &enc, 1)?;
+            let err = (zs - z2.narrow(0, 4 * s, 4)?)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            let lq0 = ((e.sqr()? * -0.5)? - &enc.log_sigma)?.sum(1)?;
+            let lq = ((lq0 - 3.0 * crate::distributions::HALF_LOG_TWO_PI)? - ladj)?;
+            let lerr = (lq - log_q2.narrow(0, 4 * s, 4)?)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            assert!(err < 1e-12 && lerr < 1e-10, "{posterior}, sample {s}: {err} {lerr}");
+        }
         let eps_h = eps.to_vec2::<f64>()?;
         let ls = enc.log_sigma.to_vec2::<f64>()?;
         let h = 1e-5;
@@ -149,7 +167,7 @@ fn log_q_is_the_base_density_minus_a_finite_difference_log_det() -> Result<()> {
                     let mut rows = z0h.clone();
                     rows[b][j] += s;
                     let t = Tensor::new(rows, &Device::Cpu)?;
-                    Ok(post.flow(&t, &enc)?.0.to_vec2::<f64>()?[b].clone())
+                    Ok(post.flow(&t, &enc, 1)?.0.to_vec2::<f64>()?[b].clone())
                 };
                 let (plus, minus) = (shifted(h)?, shifted(-h)?);
                 for i in 0..3 {
