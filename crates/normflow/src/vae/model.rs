@@ -105,8 +105,10 @@ impl Vae {
     /// The observation the likelihood scores, from 8-bit pixel values `(B, D)` in `[0, 255]`:
     /// a fresh binarization of `pixel / 255` (Bernoulli) or the pixels dequantized,
     /// `(pixel + u) / 256` with `u ~ U[0, 1)` (Gaussian).
+    /// The result has the model's dtype and device, whatever the input's.
     pub fn observe(&self, pixels: &Tensor, rng: &mut dyn RngCore) -> Result<Tensor> {
         self.check_data(pixels)?;
+        let pixels = &pixels.to_dtype(self.store.dtype())?.to_device(self.store.device())?;
         match self.spec.likelihood {
             Likelihood::Bernoulli => dynamic_binarize(&(pixels / (PIXEL_LEVELS - 1.0))?, rng),
             Likelihood::Gaussian => {

@@ -281,3 +281,69 @@ fn wrong_shapes_and_settings_are_errors() -> Result<()> {
     assert!(err.contains("fewer than one batch"), "{err}");
     Ok(())
 }
+
+/// `log p(x) = log ∫ p(x | z) N(z; 0, I) dz` by the midpoint rule on `[-7, 7]²` (latent 2,
+/// Bernoulli decoder).
+fn log_evidence_by_quadrature(vae: &Vae, x: &Tensor) -> Result<Vec<f64>> {
+    let (n, lo, hi) = (281usize, -7.0f64, 7.0f64);
+    let h = (hi - lo) / n as f64;
+    let mut grid = Vec::with_capacity(n * n * 2);
+    for i in 0..n {
+        for j in 0..n {
+            grid.push(lo + (i as f64 + 0.5) * h);
+            grid.push(lo + (j as f64 + 0.5) * h);
+        }
+    }
+    let z = Tensor::from_vec(grid, (n * n, 2), &Device::Cpu)?.to_dtype(x.dtype())?;
+    let logits = vae.decoder().forward(&z)?; // (G, 64)
+    let log_prior = ((z.sqr()?.sum(1)? * -0.5)? - 2.0 * crate::distributions::HALF_LOG_TWO_PI)?;
+    // Bernoulli: log p(x | z) = x · l - Σ softplus(l), for every example and grid point at once.
+    let normalizer = crate::ops::softplus(&logits)?.sum(1)?;
+    let joint = x
+        .matmul(&logits.t()?)?
+        .broadcast_sub(&normalizer.unsqueeze(0)?)?
+        .broadcast_add(&log_prior.unsqueeze(0)?)?; // (B, G)
+    let log_mean =
+        crate::latent::log_mean_exp(&joint.to_dtype(DType::F64)?, 1)?.to_vec1::<f64>()?;
+    let result = log_mean.iter().map(|m| m + ((n * n) as f64).ln() + 2.0 * h.ln()).collect();
+    Ok(result)
+}
+
+#[test]
+fn the_importance_weighted_bound_converges_to_the_evidence_computed_by_quadrature() -> Result<()> {
+    let train = bars(400, 51)?;
+    for posterior in ["diag", "planar:2", "iaf:1"] {
+        let latent = 2;
+        let mut spec = VaeSpec {
+            hidden: vec![32],
+            ..VaeSpec::new(
+                SIDE * SIDE,
+                latent,
+                PosteriorSpec::parse(posterior, latent).unwrap(),
+                Likelihood::Bernoulli,
+            )
+        };
+        small_iaf(&mut spec);
+        let vae = Vae::new(spec, 52, DType::F64, &Device::Cpu)?;
+        let config = VaeTrainConfig {
+            epochs: 4,
+            batch_size: 20,
+            lr: 3e-3,
+            warmup_epochs: 0,
+            ..Default::default()
+        };
+        fit(&vae, &train, None, &config, &mut |_, _| Ok(true))?;
+        let obs = vae.observe(&bars(4, 53)?.to_dtype(DType::F64)?, &mut rng_from_seed(54))?;
+        let exact = log_evidence_by_quadrature(&vae, &obs)?;
+        let bounds = vae.bounds(&obs, 5000, &mut rng_from_seed(55))?;
+        for (b, ((&e, &w), &p)) in bounds.elbo.iter().zip(&bounds.iw).zip(&exact).enumerate() {
+            // L_K <= log p(x) in expectation; one estimate may exceed it by its small noise.
+            assert!(w < p + 0.05, "{posterior}[{b}]: L_5000 {w} above log p(x) {p}");
+            assert!(
+                w > p - 0.5 && p - w < p - e,
+                "{posterior}[{b}]: ELBO {e}, L_5000 {w}, log p {p}"
+            );
+        }
+    }
+    Ok(())
+}
