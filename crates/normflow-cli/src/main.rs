@@ -69,6 +69,14 @@ fn main() -> ExitCode {
         // which is after this point: nothing has touched a tensor yet.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
+    // candle runs its element-wise ops on a separate spin-waiting pool. On a machine whose
+    // cores are busy with other work, the caller spins while a descheduled worker finishes:
+    // with the default pool, training ran 2x (Glow on MNIST) to 8x (MAF on power_plant) slower
+    // under load than with the pool off (docs/PERFORMANCE.md). normflow's heavy ops (gemm,
+    // dense layers, convolutions, splines) parallelize through rayon and keep every core.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let result = match cli.command {
         Command::Train(args) => commands::train::run(*args),
         Command::Eval(args) => commands::eval::run(args),

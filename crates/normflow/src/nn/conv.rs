@@ -23,12 +23,11 @@ pub struct ConvNetConfig {
     pub activation: Activation,
 }
 
-/// A 3x3 convolution with "same" padding: weight `(out, in, 3, 3)`, bias `(out,)`.
+/// A `k x k` convolution (k odd) with "same" padding: weight `(out, in, k, k)`, bias `(out,)`.
 #[derive(Debug, Clone)]
 struct Conv {
     weight: Tensor,
     bias: Tensor,
-    padding: usize,
 }
 
 impl Conv {
@@ -43,12 +42,11 @@ impl Conv {
         let init = if zero { Init::Const(0.0) } else { Init::LinearDefault { fan_in } };
         let weight = params.param("weight", (outputs, inputs, kernel, kernel), init)?;
         let bias = params.param("bias", outputs, if zero { Init::Const(0.0) } else { init })?;
-        Ok(Self { weight, bias, padding: kernel / 2 })
+        Ok(Self { weight, bias })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, 1, 1, 1)?;
-        Ok(y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?)
+        super::conv2d_same(x, &self.weight, &self.bias)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Neural networks used as conditioners: MLPs, masked (MADE) networks.
 
 mod conv;
+mod conv2d;
 pub mod dense;
 pub mod fused;
 pub mod gemm;
@@ -9,6 +10,7 @@ mod made;
 mod mlp;
 
 pub use conv::{ConvNet, ConvNetConfig};
+pub use conv2d::conv2d_same;
 pub use linear::{linear, linear_act};
 pub use made::{Made, MadeConfig, MadeHiddenDegrees, MadeOrder};
 pub use mlp::{Activation, Mlp, MlpConfig};
