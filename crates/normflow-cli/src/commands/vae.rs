@@ -88,8 +88,8 @@ pub struct VaeSampleArgs {
     /// Images to draw.
     #[arg(long, default_value_t = 64)]
     pub n: usize,
-    /// Images to reconstruct (the first rows; written to --reconstructions as pairs: original
-    /// row, then its reconstruction).
+    /// Images to reconstruct (up to --n of the first rows, written to --reconstructions as
+    /// pairs: the image as the model sees it, then its reconstruction).
     #[arg(long)]
     pub data: Option<String>,
     /// Output PNG of the reconstructions (needs --data).
@@ -362,7 +362,12 @@ pub fn run_sample(args: VaeSampleArgs) -> Result<()> {
         if table.cols != d {
             bail!("--data {data}: images of {} pixels, but the model's have {d}", table.cols);
         }
-        let rows: Vec<usize> = (0..table.rows.min(args.n)).collect();
+        // The grid is ceil(sqrt(2r)) images wide: keep that even, so pairs never straddle rows.
+        let mut r = table.rows.min(args.n);
+        while r > 1 && ((2 * r) as f64).sqrt().ceil() as usize % 2 == 1 {
+            r -= 1;
+        }
+        let rows: Vec<usize> = (0..r).collect();
         let x = rows_tensor(&table, &rows)?;
         let obs = vae.observe(&x, &mut rng)?;
         let recon = vae.reconstruct(&obs, &mut rng)?;
