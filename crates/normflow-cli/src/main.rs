@@ -53,6 +53,11 @@ enum Command {
     Seq(Box<commands::seq::SeqArgs>),
     /// Draw note sequences from a model trained by `normflow seq` (JSON and a piano-roll PNG).
     SeqSample(commands::seq::SeqSampleArgs),
+    /// Train a variational autoencoder with a flow posterior on 8-bit images; report the test
+    /// ELBO and importance-weighted log-likelihood.
+    Vae(Box<commands::vae::VaeArgs>),
+    /// Sample and reconstruction grids (PNG) of a trained VAE.
+    VaeSample(commands::vae::VaeSampleArgs),
     /// Describe a trained model: spec, parameters, preprocessing, training summary.
     Inspect(commands::inspect::InspectArgs),
 }
@@ -88,6 +93,8 @@ fn main() -> ExitCode {
         Command::Vi(args) => commands::vi::run(args),
         Command::Seq(args) => commands::seq::run(*args),
         Command::SeqSample(args) => commands::seq::run_sample(args),
+        Command::Vae(args) => commands::vae::run(*args),
+        Command::VaeSample(args) => commands::vae::run_sample(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

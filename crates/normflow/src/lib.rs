@@ -36,6 +36,8 @@
 //!   emission, KL warm-up, dynamic binarization);
 //! - [`seq`]: latent normalizing flows for discrete sequences (polyphonic music), with baselines;
 //! - [`preprocess`]: standardization stored with the model;
+//! - [`vae`]: variational autoencoders with flow posteriors (planar, radial, Sylvester, IAF,
+//!   spline), trained on the ELBO and scored by the importance-weighted bound;
 //! - [`vi`]: variational inference: fitting a flow to an unnormalized density (reverse KL),
 //!   built-in targets, ELBO / importance-weighted `log Z` / effective sample size.
 //!
@@ -93,6 +95,7 @@ pub mod seq;
 pub mod solve;
 pub mod testing;
 pub mod train;
+pub mod vae;
 pub mod vi;
 
 pub use bijections::Bijection;

@@ -10,6 +10,7 @@ pub mod sample;
 pub mod seq;
 pub mod toy;
 pub mod train;
+pub mod vae;
 pub mod vi;
 
 use std::path::Path;

@@ -57,3 +57,12 @@ pub(crate) fn check_param_batch(
     }
     Ok(())
 }
+
+/// `t` repeated `k` times along its first (batch) axis, sample-major: row `s B + b` is row `b`.
+/// Amortized flows build their constrained parameters once per example and repeat them for `k`
+/// posterior samples, instead of repeating raw parameters and constraining each copy.
+pub(crate) fn repeat_batch(t: &Tensor, k: usize) -> Result<Tensor> {
+    let mut reps = vec![1usize; t.rank()];
+    reps[0] = k;
+    Ok(t.repeat(reps)?)
+}

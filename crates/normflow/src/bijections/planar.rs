@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 
-use super::param_batch::{check_param_batch, check_rows, dot_rows, tiny};
+use super::param_batch::{check_param_batch, check_rows, dot_rows, repeat_batch, tiny};
 use super::Bijection;
 use crate::ops::softplus;
 use crate::params::{Init, Params};
@@ -64,6 +64,22 @@ impl PlanarParams {
     /// The constrained `û` (shape of `u`).
     pub fn u_hat(&self) -> &Tensor {
         &self.u_hat
+    }
+
+    /// Batched parameters `(B, ..)` repeated `k` times, `(k B, ..)` (row `s B + b` is map `b`):
+    /// one map per posterior sample of an amortized flow. Unbatched parameters are unchanged.
+    pub fn repeat(&self, k: usize) -> Result<Self> {
+        if self.u_hat.rank() < 2 {
+            return Ok(self.clone());
+        }
+        let r = |t: &Tensor| repeat_batch(t, k);
+        Ok(Self {
+            u_hat: r(&self.u_hat)?,
+            w: r(&self.w)?,
+            b: r(&self.b)?,
+            c: r(&self.c)?,
+            one_plus_c: r(&self.one_plus_c)?,
+        })
     }
 
     /// `wᵀû`, `(1,)` or `(B,)`: always above -1.

@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 
-use super::param_batch::{check_param_batch, check_rows, tiny};
+use super::param_batch::{check_param_batch, check_rows, repeat_batch, tiny};
 use super::Bijection;
 use crate::ops::softplus;
 use crate::params::{Init, Params};
@@ -42,6 +42,16 @@ impl RadialParams {
         // α = 0 would make h singular at z₀; an α below `tiny` is already a degenerate map.
         let alpha = softplus(a)?.maximum(tiny(a.dtype()))?;
         Ok(Self { z0: z0.clone(), alpha, s: softplus(b)? })
+    }
+
+    /// Batched parameters `(B, ..)` repeated `k` times, `(k B, ..)` (row `s B + b` is map `b`).
+    /// Unbatched parameters are unchanged.
+    pub fn repeat(&self, k: usize) -> Result<Self> {
+        if self.z0.rank() < 2 {
+            return Ok(self.clone());
+        }
+        let r = |t: &Tensor| repeat_batch(t, k);
+        Ok(Self { z0: r(&self.z0)?, alpha: r(&self.alpha)?, s: r(&self.s)? })
     }
 
     /// `α > 0`, `(1,)` or `(B,)`.

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::householder::householder_columns;
-use super::param_batch::{check_param_batch, check_rows, rows_times, tiny};
+use super::param_batch::{check_param_batch, check_rows, repeat_batch, rows_times, tiny};
 use super::planar::solve_tanh_equation;
 use super::Bijection;
 use crate::params::{Init, Params};
@@ -90,6 +90,22 @@ impl SylvesterParams {
         let (r, diag_r) = constrain(r)?;
         let (r_tilde, diag_rt) = constrain(r_tilde)?;
         Ok(Self { q: q.clone(), r, r_tilde, diag_product: (diag_r * diag_rt)?, b: b.clone() })
+    }
+
+    /// Batched parameters `(B, ..)` repeated `k` times, `(k B, ..)` (row `s B + b` is map `b`).
+    /// Unbatched parameters are unchanged.
+    pub fn repeat(&self, k: usize) -> Result<Self> {
+        if self.q.rank() < 3 {
+            return Ok(self.clone());
+        }
+        let r = |t: &Tensor| repeat_batch(t, k);
+        Ok(Self {
+            q: r(&self.q)?,
+            r: r(&self.r)?,
+            r_tilde: r(&self.r_tilde)?,
+            diag_product: r(&self.diag_product)?,
+            b: r(&self.b)?,
+        })
     }
 
     /// The constrained `R` (upper triangular).

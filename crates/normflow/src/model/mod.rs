@@ -90,7 +90,7 @@ pub struct Model {
     context_standardize: Option<Standardize>,
 }
 
-fn dtype_name(dtype: DType) -> Result<&'static str> {
+pub(crate) fn dtype_name(dtype: DType) -> Result<&'static str> {
     match dtype {
         DType::F32 => Ok("f32"),
         DType::F64 => Ok("f64"),
@@ -98,7 +98,7 @@ fn dtype_name(dtype: DType) -> Result<&'static str> {
     }
 }
 
-fn parse_dtype(name: &str) -> Result<DType> {
+pub(crate) fn parse_dtype(name: &str) -> Result<DType> {
     match name {
         "f32" => Ok(DType::F32),
         "f64" => Ok(DType::F64),
@@ -367,7 +367,7 @@ pub fn read_spec(dir: &Path) -> Result<ModelSpec> {
 }
 
 /// Reads a tensor file whose CRC-32 must be one of `accepted`.
-fn read_tensors(path: &Path, accepted: &[u32]) -> Result<HashMap<String, Tensor>> {
+pub(crate) fn read_tensors(path: &Path, accepted: &[u32]) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if !accepted.contains(&io::checksum(&bytes)) {
         return Err(Error::model_file(
