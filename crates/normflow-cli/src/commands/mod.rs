@@ -35,9 +35,10 @@ pub fn load_model(dir: &Path) -> Result<Model> {
 pub fn log_probs(model: &Model, data: &Table, context: Option<&Table>) -> Result<Vec<f64>> {
     model.set_training(false);
     let mut x = data.to_tensor(model.dtype(), model.device())?;
-    if model.spec().flow.image().is_some() {
+    if model.spec().flow.uniform_dequantization() {
         // Pixels are integers; the model is a density on dequantized values: score each image
-        // at one fixed uniform draw (a stochastic lower bound on its log-probability).
+        // at one fixed uniform draw (a stochastic lower bound on its log-probability). Models
+        // with a variational dequantizer draw their own noise (a bound of the same kind).
         let mut rng = normflow::random::rng_from_seed(DEQUANTIZATION_SEED);
         let u = normflow::random::uniform(x.dims(), x.dtype(), x.device(), &mut rng)?;
         x = (x + u)?;

@@ -23,16 +23,17 @@ pub struct ConvNetConfig {
     pub activation: Activation,
 }
 
-/// A 3x3 convolution with "same" padding: weight `(out, in, 3, 3)`, bias `(out,)`.
+/// A `k x k` convolution with "same" padding: weight `(out, in, k, k)`, bias `(out,)`.
 #[derive(Debug, Clone)]
-struct Conv {
+pub(crate) struct Conv {
     weight: Tensor,
     bias: Tensor,
     padding: usize,
 }
 
 impl Conv {
-    fn new(
+    /// `zero`: weight and bias start at zero (a network's last layer).
+    pub(crate) fn new(
         params: &Params,
         inputs: usize,
         outputs: usize,
@@ -46,7 +47,7 @@ impl Conv {
         Ok(Self { weight, bias, padding: kernel / 2 })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = x.conv2d(&self.weight, self.padding, 1, 1, 1)?;
         Ok(y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?)
     }
