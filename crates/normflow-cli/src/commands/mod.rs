@@ -25,6 +25,17 @@ const DEQUANTIZATION_SEED: u64 = 0x5eed;
 /// Rows evaluated per batch when no gradient is needed.
 pub const EVAL_BATCH: usize = 4096;
 
+/// Values (rows times features) evaluated per batch by [`log_probs`]: candle keeps every
+/// intermediate tensor of a forward pass that touches parameters alive until the pass ends, so
+/// wide rows need smaller batches (a Flow++ model on 4096 MNIST rows took 23 GB).
+const EVAL_VALUES: usize = 1 << 18;
+
+/// Rows per evaluation batch for rows of `features` values: [`EVAL_BATCH`], fewer for wide
+/// rows (334 for MNIST's 784 pixels).
+pub fn eval_batch(features: usize) -> usize {
+    EVAL_BATCH.min(EVAL_VALUES / features.max(1)).max(1)
+}
+
 /// Loads a model directory on the CPU, with the path in the error.
 pub fn load_model(dir: &Path) -> Result<Model> {
     Model::load(dir, &Device::Cpu)
@@ -45,7 +56,7 @@ pub fn log_probs(model: &Model, data: &Table, context: Option<&Table>) -> Result
     }
     let c = context.map(|c| c.to_tensor(model.dtype(), model.device())).transpose()?;
     let values = normflow::inference::without_gradients(|| {
-        normflow::train::log_probs(model, &x, c.as_ref(), EVAL_BATCH)
+        normflow::train::log_probs(model, &x, c.as_ref(), eval_batch(model.features()))
     })?;
     Ok(values)
 }
