@@ -193,3 +193,48 @@ impl Bijection for VariationalDequantization {
         self.flow.set_training(training);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bijections::LogisticMixtureTransformer;
+    use crate::ParamStore;
+    use candle_core::Device;
+
+    fn build(store: &ParamStore) -> Result<VariationalDequantization> {
+        let spec = DequantizationSpec { steps: 1, hidden: 4, blocks: 1 };
+        let t: Arc<dyn Transformer> = Arc::new(LogisticMixtureTransformer::new(2)?);
+        VariationalDequantization::new(&store.root(), [1, 2, 2], 256, &spec, t, 7)
+    }
+
+    fn noise(layer: &VariationalDequantization, x: &Tensor) -> Result<Vec<f64>> {
+        Ok((layer.forward(x, None)? - x)?.flatten_all()?.to_vec1::<f64>()?)
+    }
+
+    /// Training call `n` draws the noise of stream `n`, `n` being the saved `draws` buffer: a
+    /// layer restored with the counter at 1 draws what the original drew on its second call.
+    /// Evaluation draws the same noise after every switch to evaluation mode.
+    #[test]
+    fn noise_depends_on_the_saved_counter_and_evaluation_is_fixed() -> Result<()> {
+        let x = Tensor::new(&[[0f64, 17.0, 255.0, 128.0]], &Device::Cpu)?;
+        let store = ParamStore::new(DType::F64, &Device::Cpu, 1);
+        let layer = build(&store)?;
+        layer.set_training(true);
+        let (first, second) = (noise(&layer, &x)?, noise(&layer, &x)?);
+        assert_ne!(first, second);
+        assert!(first.iter().chain(&second).all(|u| *u > 0.0 && *u < 1.0));
+        let other_store = ParamStore::new(DType::F64, &Device::Cpu, 1);
+        let other = build(&other_store)?;
+        other.draws.set(&Tensor::ones(1, DType::F64, &Device::Cpu)?)?;
+        other.set_training(true);
+        assert_eq!(noise(&other, &x)?, second);
+        let count = layer.draws.as_tensor().to_vec1::<f64>()?[0];
+        assert_eq!(count, 2.0);
+        layer.set_training(false);
+        let eval = noise(&layer, &x)?;
+        layer.set_training(false);
+        assert_eq!(noise(&layer, &x)?, eval);
+        assert_eq!(layer.draws.as_tensor().to_vec1::<f64>()?[0], 2.0, "evaluation counts nothing");
+        Ok(())
+    }
+}
