@@ -3,26 +3,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{fails, json, ok, s};
-
-/// Writes `n` 8x8 images (two patterns with pixel noise) as an IDX file of unsigned bytes, the
-/// format of MNIST's files: magic 0x00000803, the sizes N, H, W as big-endian u32, the pixels.
-fn write_idx(path: &Path, n: usize) {
-    let mut bytes = vec![0, 0, 8, 3];
-    for dim in [n as u32, 8, 8] {
-        bytes.extend(dim.to_be_bytes());
-    }
-    for i in 0..n {
-        for p in 0..64usize {
-            let on = if i % 2 == 0 { (p / 8 + p % 8) % 2 == 0 } else { p % 8 < 4 };
-            let jitter = ((i * 31 + p * 17) % 7) as u8;
-            bytes.push(if on { 240 + jitter } else { jitter });
-        }
-    }
-    std::fs::write(path, bytes).expect("write the IDX file");
-}
+use common::{fails, json, ok, s, write_idx};
 
 #[test]
 fn glow_and_realnvp_image_train_report_bits_per_dim_and_sample_grids() {

@@ -93,6 +93,25 @@ fn circular_rq(bins: usize) -> Arc<dyn Transformer> {
     Arc::new(CircularRationalQuadraticSpline::new(RqSplineConfig::new(bins)).expect("valid spline"))
 }
 
+fn mixture(components: usize) -> Arc<dyn Transformer> {
+    Arc::new(LogisticMixtureTransformer::new(components).expect("valid mixture"))
+}
+
+fn image_transformer_coupling(
+    channels: usize,
+    mask: ImageMask,
+    context_channels: usize,
+) -> ImageTransformerCouplingConfig {
+    ImageTransformerCouplingConfig {
+        channels,
+        mask,
+        hidden: 4,
+        blocks: 1,
+        activation: Activation::Elu,
+        context_channels,
+    }
+}
+
 fn boxed(b: impl Bijection + 'static) -> Result<Box<dyn Bijection>> {
     Ok(Box::new(b))
 }
@@ -389,6 +408,39 @@ fn cases() -> Vec<Case> {
                 Arc::new(BernsteinTransformer::new(6)?),
             )?)
         }),
+        case("element-wise transformer (logistic mixture)", &[3], |p| {
+            boxed(ElementwiseTransformer::new(p, 3, mixture(3))?)
+        })
+        .tails(B),
+        case("transformer coupling (logistic mixture), context", &[3], |p| {
+            let c = CouplingConfig {
+                context_features: 2,
+                ..CouplingConfig::new(alternating_mask(3, 0), vec![8])
+            };
+            boxed(TransformerCoupling::new(p, &c, mixture(2))?)
+        })
+        .context(2),
+        case("transformer autoregressive (logistic mixture)", &[3], |p| {
+            boxed(TransformerAutoregressive::new(p, &maf(3), mixture(2))?)
+        }),
+        case("image transformer coupling (logistic mixture), checkerboard", &[2, 4, 4], |p| {
+            let c = image_transformer_coupling(2, ImageMask::Checkerboard { parity: 0 }, 0);
+            boxed(ImageTransformerCoupling::new(p, &c, mixture(2))?)
+        }),
+        case("image transformer coupling (logistic mixture), channels", &[3, 2, 4], |p| {
+            let c = image_transformer_coupling(3, ImageMask::Channel { parity: 1 }, 0);
+            boxed(ImageTransformerCoupling::new(p, &c, mixture(2))?)
+        }),
+        case("image transformer coupling (affine), checkerboard, context", &[1, 4, 4], |p| {
+            let c = image_transformer_coupling(1, ImageMask::Checkerboard { parity: 1 }, 1);
+            boxed(ImageTransformerCoupling::new(p, &c, Arc::new(AffineTransformer))?)
+        })
+        .context(16),
+        case("variational dequantizer's flow g, context", &[8], |p| {
+            let spec = DequantizationSpec { steps: 2, hidden: 4, blocks: 1 };
+            boxed(VariationalDequantization::noise_flow(p, [2, 2, 2], &spec, mixture(2))?)
+        })
+        .context(8),
         case("bnaf", &[3], |p| boxed(Bnaf::new(p, &BnafConfig::new(3))?)),
         case("bnaf, 2 hidden layers, context", &[3], |p| {
             let c = BnafConfig {

@@ -42,7 +42,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else {
         println!("mean log-likelihood: {mean:.6} ± {stderr:.6} nats/row over {} rows", lp.len());
         if let Some(b) = bits {
-            println!("bits per dimension:  {b:.4} (dequantized with a fixed uniform draw)");
+            let noise = if spec.flow.uniform_dequantization() { "uniform" } else { "variational" };
+            println!("bits per dimension:  {b:.4} (an upper bound: one fixed {noise} dequantization draw)");
         }
     }
     Ok(())

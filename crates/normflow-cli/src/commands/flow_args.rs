@@ -3,7 +3,7 @@
 //! spline flags `--bins`, `--bound`, the image flags `--image-shape`, `--levels`, the Sylvester
 //! flags `--sylvester-variant`, `--sylvester-m`, `--sylvester-reflections`, the non-affine
 //! families' `--naf-units`, `--naf-dense`, `--sos-polynomials`, `--sos-degree`,
-//! `--bernstein-degree`, and for continuous flows (`--flow ffjord`) `--time`, `--kinetic-weight`,
+//! `--bernstein-degree`, Flow++'s `--components`, `--dequant-steps`, `--dequant-hidden`, and for continuous flows (`--flow ffjord`) `--time`, `--kinetic-weight`,
 //! `--jacobian-weight`, `--noise` and the solver flags ([`OdeArgs`]: `--solver`, `--atol`,
 //! `--rtol`, `--steps`, `--max-steps`, `--trace`), which `eval`, `sample` and `plot` also take to
 //! override a saved model's solver.
@@ -13,10 +13,11 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use normflow::bijections::cnf::{HutchinsonNoise, OdeActivation, TraceEstimator};
+use normflow::bijections::DequantizationSpec;
 use normflow::flows::{
-    AutoregressiveSpec, BaseSpec, BnafSpec, CouplingSpec, FfjordSpec, FlowSpec, ImageFlowSpec,
-    SylvesterSpec, SylvesterVariant, TransformerFlowSpec, TransformerSpec, VariationalSpec,
-    BERNSTEIN_DEGREE, NAF_HIDDEN, SOS_DEGREE, SOS_POLYNOMIALS,
+    AutoregressiveSpec, BaseSpec, BnafSpec, CouplingSpec, FfjordSpec, FlowSpec, FlowppSpec,
+    ImageFlowSpec, SylvesterSpec, SylvesterVariant, TransformerFlowSpec, TransformerSpec,
+    VariationalSpec, BERNSTEIN_DEGREE, NAF_HIDDEN, SOS_DEGREE, SOS_POLYNOMIALS,
 };
 use normflow::model::Model;
 use normflow::nn::Activation;
@@ -40,6 +41,9 @@ pub enum Family {
     Glow,
     /// RealNVP's multi-scale model on 8-bit images (see --image-shape, --levels).
     RealnvpImage,
+    /// Flow++ on 8-bit images: logistic-mixture couplings with gated convolutions and
+    /// variational dequantization (see --components, --dequant-steps, --levels).
+    Flowpp,
     /// Neural spline flow: rational-quadratic spline couplings (Durkan et al. 2019).
     Nsf,
     /// Autoregressive neural spline flow: rational-quadratic splines conditioned by MADEs.
@@ -371,6 +375,16 @@ pub struct FlowArgs {
     /// bernstein: degree of the Bernstein polynomial.
     #[arg(long, default_value_t = BERNSTEIN_DEGREE)]
     pub bernstein_degree: usize,
+    /// flowpp: logistic mixture components per coupling [default: 8].
+    #[arg(long)]
+    pub components: Option<usize>,
+    /// flowpp: coupling layers of the variational dequantizer q(u | x); 0 = uniform
+    /// dequantization [default: 2].
+    #[arg(long)]
+    pub dequant_steps: Option<usize>,
+    /// flowpp: hidden channels of the dequantizer's conditioners [default: 16].
+    #[arg(long)]
+    pub dequant_hidden: Option<usize>,
 }
 
 /// The base distribution named by `--base`; `conditional` only for a model with context columns.
@@ -422,7 +436,13 @@ fn family_name(family: Family) -> String {
 impl FlowArgs {
     /// Whether `--flow` is an image flow (pixel data, dequantized in training).
     pub fn is_image(&self) -> bool {
-        matches!(self.flow, Family::Glow | Family::RealnvpImage)
+        matches!(self.flow, Family::Glow | Family::RealnvpImage | Family::Flowpp)
+    }
+
+    /// Whether training adds uniform noise to the pixels: image flows without a variational
+    /// dequantizer of their own.
+    pub fn uniform_dequantization(&self) -> bool {
+        self.is_image() && !(self.flow == Family::Flowpp && self.dequant_steps != Some(0))
     }
 
     /// The validated spec of a flow on `features` data columns with `context` context columns.
@@ -566,6 +586,12 @@ impl FlowArgs {
             }
             _ => None,
         };
+        let flowpp_flags = args.components.is_some()
+            || args.dequant_steps.is_some()
+            || args.dequant_hidden.is_some();
+        if flowpp_flags && args.flow != Family::Flowpp {
+            bail!("--components, --dequant-steps and --dequant-hidden need --flow flowpp");
+        }
         if args.flow == Family::Bnaf && args.batch_norm {
             bail!("--batch-norm: bnaf has no batch normalization between its layers");
         }
@@ -576,6 +602,29 @@ impl FlowArgs {
         let spec = match args.flow {
             Family::Glow => FlowSpec::Glow(image()?),
             Family::RealnvpImage => FlowSpec::RealNvpImage(image()?),
+            Family::Flowpp => {
+                let image = image()?;
+                let defaults = FlowppSpec::new(image.channels, image.height, image.width);
+                let dequantization = match (defaults.dequantization, args.dequant_steps) {
+                    (_, Some(0)) => {
+                        if args.dequant_hidden.is_some() {
+                            bail!("--dequant-hidden needs a dequantizer: drop --dequant-steps 0");
+                        }
+                        None
+                    }
+                    (Some(d), steps) => Some(DequantizationSpec {
+                        steps: steps.unwrap_or(d.steps),
+                        hidden: args.dequant_hidden.unwrap_or(d.hidden),
+                        ..d
+                    }),
+                    (None, _) => bail!("internal: flowpp has no default dequantizer"),
+                };
+                FlowSpec::Flowpp(FlowppSpec {
+                    image,
+                    components: args.components.unwrap_or(defaults.components),
+                    dequantization,
+                })
+            }
             Family::LinearSpline => FlowSpec::Coupling(transformer_flow(linear)),
             Family::LinearSplineAr => FlowSpec::Autoregressive(transformer_flow(linear)),
             Family::QuadraticSpline => FlowSpec::Coupling(transformer_flow(quadratic)),

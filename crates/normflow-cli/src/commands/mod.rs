@@ -27,6 +27,17 @@ const DEQUANTIZATION_SEED: u64 = 0x5eed;
 /// Rows evaluated per batch when no gradient is needed.
 pub const EVAL_BATCH: usize = 4096;
 
+/// Values (rows times features) evaluated per batch by [`log_probs`]: candle keeps every
+/// intermediate tensor of a forward pass that touches parameters alive until the pass ends, so
+/// wide rows need smaller batches (a Flow++ model on 4096 MNIST rows took 23 GB).
+const EVAL_VALUES: usize = 1 << 18;
+
+/// Rows per evaluation batch for rows of `features` values: [`EVAL_BATCH`], fewer for wide
+/// rows (334 for MNIST's 784 pixels).
+pub fn eval_batch(features: usize) -> usize {
+    EVAL_BATCH.min(EVAL_VALUES / features.max(1)).max(1)
+}
+
 /// Loads a model directory on the CPU, with the path in the error.
 pub fn load_model(dir: &Path) -> Result<Model> {
     Model::load(dir, &Device::Cpu)
@@ -37,16 +48,17 @@ pub fn load_model(dir: &Path) -> Result<Model> {
 pub fn log_probs(model: &Model, data: &Table, context: Option<&Table>) -> Result<Vec<f64>> {
     model.set_training(false);
     let mut x = data.to_tensor(model.dtype(), model.device())?;
-    if model.spec().flow.image().is_some() {
+    if model.spec().flow.uniform_dequantization() {
         // Pixels are integers; the model is a density on dequantized values: score each image
-        // at one fixed uniform draw (a stochastic lower bound on its log-probability).
+        // at one fixed uniform draw (a stochastic lower bound on its log-probability). Models
+        // with a variational dequantizer draw their own noise (a bound of the same kind).
         let mut rng = normflow::random::rng_from_seed(DEQUANTIZATION_SEED);
         let u = normflow::random::uniform(x.dims(), x.dtype(), x.device(), &mut rng)?;
         x = (x + u)?;
     }
     let c = context.map(|c| c.to_tensor(model.dtype(), model.device())).transpose()?;
     let values = normflow::inference::without_gradients(|| {
-        normflow::train::log_probs(model, &x, c.as_ref(), EVAL_BATCH)
+        normflow::train::log_probs(model, &x, c.as_ref(), eval_batch(model.features()))
     })?;
     Ok(values)
 }

@@ -111,7 +111,7 @@ fn write_samples(path: &Path, model: &Model, values: &[f64], d: usize) -> Result
                 2,
             )?,
             None => bail!(
-                "--out {}: PNG grids are for image models (glow, realnvp-image); use .csv or .npy",
+                "--out {}: PNG grids are for image models (glow, realnvp-image, flowpp); use .csv or .npy",
                 path.display()
             ),
         },

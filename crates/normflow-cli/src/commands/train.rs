@@ -46,7 +46,7 @@ pub struct TrainArgs {
     pub out: Option<PathBuf>,
     /// Continue the stopped run in this model directory exactly (same data and settings);
     /// `--epochs` may raise the total number of epochs.
-    #[arg(long, conflicts_with_all = ["data", "out", "flow", "layers", "hidden", "blocks", "activation", "batch_norm", "base", "image_shape", "levels", "bins", "bound", "batch", "lr", "schedule", "clip", "seed", "val_frac", "patience", "test", "test_frac", "context_columns", "n", "drop_nonfinite", "time", "kinetic_weight", "jacobian_weight", "noise", "adjoint", "solver", "atol", "rtol", "steps", "max_steps", "trace"])]
+    #[arg(long, conflicts_with_all = ["data", "out", "flow", "layers", "hidden", "blocks", "activation", "batch_norm", "base", "image_shape", "levels", "bins", "bound", "batch", "lr", "schedule", "clip", "seed", "val_frac", "patience", "test", "test_frac", "context_columns", "n", "drop_nonfinite", "time", "kinetic_weight", "jacobian_weight", "noise", "adjoint", "solver", "atol", "rtol", "steps", "max_steps", "trace", "components", "dequant_steps", "dequant_hidden"])]
     pub resume: Option<PathBuf>,
     /// Passes over the training rows [default: 100].
     #[arg(long)]
@@ -305,7 +305,7 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
         patience,
         clip_grad_norm: (args.clip > 0.0).then_some(args.clip),
         seed: args.seed,
-        uniform_dequantization: args.flow.is_image(),
+        uniform_dequantization: args.flow.uniform_dequantization(),
         ..TrainConfig::default()
     }
 }

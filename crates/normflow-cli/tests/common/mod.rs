@@ -109,3 +109,20 @@ pub fn is_png(p: &Path) -> bool {
     let bytes = std::fs::read(p).unwrap_or_default();
     bytes.len() > 8 && bytes.starts_with(b"\x89PNG\r\n\x1a\n")
 }
+
+/// Writes `n` 8x8 images (two patterns with pixel noise) as an IDX file of unsigned bytes, the
+/// format of MNIST's files: magic 0x00000803, the sizes N, H, W as big-endian u32, the pixels.
+pub fn write_idx(path: &Path, n: usize) {
+    let mut bytes = vec![0, 0, 8, 3];
+    for dim in [n as u32, 8, 8] {
+        bytes.extend(dim.to_be_bytes());
+    }
+    for i in 0..n {
+        for p in 0..64usize {
+            let on = if i % 2 == 0 { (p / 8 + p % 8) % 2 == 0 } else { p % 8 < 4 };
+            let jitter = ((i * 31 + p * 17) % 7) as u8;
+            bytes.push(if on { 240 + jitter } else { jitter });
+        }
+    }
+    std::fs::write(path, bytes).expect("write the IDX file");
+}

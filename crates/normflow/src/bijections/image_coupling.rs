@@ -42,6 +42,22 @@ pub struct ImageCouplingConfig {
     pub activation: Activation,
 }
 
+/// (conditioning, transformed) channel counts of a channel mask.
+pub(super) fn halves(c: usize, parity: usize) -> (usize, usize) {
+    if parity == 0 {
+        (c / 2, c - c / 2)
+    } else {
+        (c - c / 2, c / 2)
+    }
+}
+
+/// The checkerboard `b` as a `(1, 1, H, W)` tensor of the input's dtype.
+pub(super) fn checkerboard(x: &Tensor, h: usize, w: usize, parity: usize) -> Result<Tensor> {
+    let v: Vec<f64> =
+        (0..h * w).map(|k| if (k / w + k % w + parity) % 2 == 0 { 1.0 } else { 0.0 }).collect();
+    Ok(Tensor::from_vec(v, (1, 1, h, w), x.device())?.to_dtype(x.dtype())?)
+}
+
 /// Affine coupling on `(B, C, H, W)` images with a convolutional residual conditioner
 /// ([`ConvNet`], last layer zero so the layer starts as the identity):
 ///
@@ -76,7 +92,7 @@ impl ImageAffineCoupling {
             ImageMask::Channel { parity } => {
                 ensure_config!(parity < 2, "parity", parity, "must be 0 or 1");
                 ensure_config!(c >= 2, "channels", c, "a channel mask needs at least 2 channels");
-                let (a, b) = Self::halves(c, parity);
+                let (a, b) = halves(c, parity);
                 (a, 2 * b)
             }
         };
@@ -93,15 +109,6 @@ impl ImageAffineCoupling {
         Ok(Self { mask: config.mask, channels: c, net })
     }
 
-    /// (conditioning, transformed) channel counts of a channel mask.
-    fn halves(c: usize, parity: usize) -> (usize, usize) {
-        if parity == 0 {
-            (c / 2, c - c / 2)
-        } else {
-            (c - c / 2, c / 2)
-        }
-    }
-
     fn check(&self, x: &Tensor) -> Result<(usize, usize, usize)> {
         match *x.dims() {
             [_, c, h, w] if c == self.channels => Ok((c, h, w)),
@@ -113,20 +120,13 @@ impl ImageAffineCoupling {
         }
     }
 
-    /// The checkerboard `b` as a `(1, 1, H, W)` tensor of the input's dtype.
-    fn checkerboard(x: &Tensor, h: usize, w: usize, parity: usize) -> Result<Tensor> {
-        let v: Vec<f64> =
-            (0..h * w).map(|k| if (k / w + k % w + parity) % 2 == 0 { 1.0 } else { 0.0 }).collect();
-        Ok(Tensor::from_vec(v, (1, 1, h, w), x.device())?.to_dtype(x.dtype())?)
-    }
-
     /// Shift and log-scale `(t, s)` for the transformed entries; zero elsewhere for a
     /// checkerboard. `sign` +1 forward, -1 inverse.
     fn apply(&self, x: &Tensor, sign: f64) -> Result<(Tensor, Tensor)> {
         let (c, h, w) = self.check(x)?;
         match self.mask {
             ImageMask::Checkerboard { parity } => {
-                let b = Self::checkerboard(x, h, w, parity)?;
+                let b = checkerboard(x, h, w, parity)?;
                 let keep = b.affine(-1.0, 1.0)?;
                 let out = self.net.forward(&x.broadcast_mul(&b)?)?;
                 let t = out.narrow(1, 0, c)?.broadcast_mul(&keep)?;
@@ -139,7 +139,7 @@ impl ImageAffineCoupling {
                 Ok((z, (sum_per_sample(&s)? * sign)?))
             }
             ImageMask::Channel { parity } => {
-                let (na, nb) = Self::halves(c, parity);
+                let (na, nb) = halves(c, parity);
                 // Conditioning channels first in the parity-0 layout, last in parity 1.
                 let (a_start, b_start) = if parity == 0 { (0, na) } else { (nb, 0) };
                 let xa = x.narrow(1, a_start, na)?;

@@ -29,9 +29,11 @@ mod deep_sigmoid;
 mod elementwise_affine;
 mod householder;
 mod image_coupling;
+mod image_transformer_coupling;
 mod inverse;
 mod linear_spline;
 mod log_space;
+mod logistic_mixture;
 mod lu_linear;
 mod monotone_cubic;
 mod multiscale;
@@ -54,6 +56,7 @@ mod sylvester;
 mod transformer;
 mod transformer_autoregressive;
 mod transformer_coupling;
+mod variational_dequantization;
 
 pub use actnorm::ActNorm;
 pub use affine_params::LOG_SCALE_BOUND;
@@ -68,8 +71,10 @@ pub use deep_sigmoid::DeepSigmoidTransformer;
 pub use elementwise_affine::ElementwiseAffine;
 pub use householder::{householder_columns, householder_reflect, Householder};
 pub use image_coupling::{ImageAffineCoupling, ImageCouplingConfig, ImageMask};
+pub use image_transformer_coupling::{ImageTransformerCoupling, ImageTransformerCouplingConfig};
 pub use inverse::Inverse;
 pub use linear_spline::LinearSpline;
+pub use logistic_mixture::{LogisticMixtureTransformer, MAX_COMPONENTS};
 pub use lu_linear::LuLinear;
 pub use multiscale::{MultiScale, MultiScaleBuilder, SplitPrior};
 pub use permutation::Permutation;
@@ -89,6 +94,7 @@ pub use transformer::{
 };
 pub use transformer_autoregressive::TransformerAutoregressive;
 pub use transformer_coupling::TransformerCoupling;
+pub use variational_dequantization::{DequantizationSpec, VariationalDequantization};
 
 use candle_core::Tensor;
 

@@ -140,7 +140,7 @@ impl ImageFlowSpec {
     }
 
     /// The fixed pre-processing: rows to images, pixel units to `[0, 1)`, logit.
-    fn preprocessing(&self, params: &Params) -> Result<Vec<Box<dyn Bijection>>> {
+    pub(super) fn preprocessing(&self, params: &Params) -> Result<Vec<Box<dyn Bijection>>> {
         let d = self.features();
         let scale =
             Standardization { shift: vec![0.0; d], scale: vec![f64::from(self.pixel_levels); d] };

@@ -36,6 +36,7 @@ mod base;
 mod bnaf;
 mod coupling;
 mod ffjord;
+mod flowpp;
 mod image;
 mod spec;
 mod transformer_flows;
@@ -44,9 +45,11 @@ mod variational;
 pub use base::BaseSpec;
 pub use bnaf::BnafSpec;
 pub use ffjord::FfjordSpec;
+pub use flowpp::FlowppSpec;
 pub use image::{bits_per_dim, ImageFlowSpec};
 pub use spec::{AutoregressiveSpec, CouplingSpec, FlowSpec, PermutationKind};
 pub use transformer_flows::{
-    TransformerFlowSpec, TransformerSpec, BERNSTEIN_DEGREE, NAF_HIDDEN, SOS_DEGREE, SOS_POLYNOMIALS,
+    TransformerFlowSpec, TransformerSpec, BERNSTEIN_DEGREE, LOGISTIC_COMPONENTS, NAF_HIDDEN,
+    SOS_DEGREE, SOS_POLYNOMIALS,
 };
 pub use variational::{SylvesterSpec, SylvesterVariant, VariationalSpec};

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::base::BaseSpec;
 use super::bnaf::BnafSpec;
 use super::ffjord::FfjordSpec;
+use super::flowpp::FlowppSpec;
 use super::image::ImageFlowSpec;
 use super::transformer_flows::TransformerFlowSpec;
 use super::variational::{self, SylvesterSpec, VariationalSpec};
@@ -137,6 +138,8 @@ pub enum FlowSpec {
     RealNvpImage(ImageFlowSpec),
     /// Glow.
     Glow(ImageFlowSpec),
+    /// Flow++: logistic-mixture couplings and variational dequantization.
+    Flowpp(FlowppSpec),
     /// Coupling layers with any element-wise transformer (e.g. NSF's splines).
     Coupling(TransformerFlowSpec),
     /// MADE-conditioned autoregressive layers with any element-wise transformer.
@@ -164,6 +167,7 @@ impl FlowSpec {
             FlowSpec::RealNvp(_) => "realnvp",
             FlowSpec::RealNvpImage(_) => "realnvp-image",
             FlowSpec::Glow(_) => "glow",
+            FlowSpec::Flowpp(_) => "flowpp",
             FlowSpec::Ffjord(_) => "ffjord",
             FlowSpec::Planar(_) => "planar",
             FlowSpec::Radial(_) => "radial",
@@ -174,12 +178,22 @@ impl FlowSpec {
         }
     }
 
-    /// The image hyperparameters of an image preset (`realnvp-image`, `glow`): its data are
-    /// 8-bit pixel rows, dequantized in training and scored in bits per dimension.
+    /// The image hyperparameters of an image preset (`realnvp-image`, `glow`, `flowpp`): its
+    /// data are 8-bit pixel rows, dequantized and scored in bits per dimension.
     pub fn image(&self) -> Option<&ImageFlowSpec> {
         match self {
             FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => Some(s),
+            FlowSpec::Flowpp(s) => Some(&s.image),
             _ => None,
+        }
+    }
+
+    /// Whether the data must get uniform dequantization noise from outside the model (training
+    /// and scoring): image presets without a variational dequantizer of their own.
+    pub fn uniform_dequantization(&self) -> bool {
+        match self {
+            FlowSpec::Flowpp(s) => s.uniform_dequantization(),
+            other => other.image().is_some(),
         }
     }
 
@@ -190,6 +204,7 @@ impl FlowSpec {
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.features,
             FlowSpec::Coupling(s) | FlowSpec::Autoregressive(s) => s.features,
             FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => s.features(),
+            FlowSpec::Flowpp(s) => s.image.features(),
             FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.features,
             FlowSpec::Sylvester(s) => s.features,
             FlowSpec::Ffjord(s) => s.features,
@@ -203,7 +218,7 @@ impl FlowSpec {
             FlowSpec::Made(s) | FlowSpec::Maf(s) | FlowSpec::Iaf(s) => s.context_features,
             FlowSpec::Nice(s) | FlowSpec::RealNvp(s) => s.context_features,
             FlowSpec::Coupling(s) | FlowSpec::Autoregressive(s) => s.context_features,
-            FlowSpec::RealNvpImage(_) | FlowSpec::Glow(_) => 0,
+            FlowSpec::RealNvpImage(_) | FlowSpec::Glow(_) | FlowSpec::Flowpp(_) => 0,
             FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.context_features,
             FlowSpec::Sylvester(s) => s.context_features,
             FlowSpec::Ffjord(s) => s.context_features,
@@ -246,6 +261,7 @@ impl FlowSpec {
                 s.base.validate(s.context_features)?;
             }
             FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => s.validate()?,
+            FlowSpec::Flowpp(s) => s.validate()?,
             FlowSpec::Coupling(s) => s.validate(true)?,
             FlowSpec::Autoregressive(s) => s.validate(false)?,
             FlowSpec::Planar(s) | FlowSpec::Radial(s) => s.validate()?,
@@ -269,6 +285,7 @@ impl FlowSpec {
             FlowSpec::RealNvp(s) => super::coupling::build(&params.pp("transform"), s, true)?,
             FlowSpec::RealNvpImage(s) => super::image::build_realnvp(&params.pp("transform"), s)?,
             FlowSpec::Glow(s) => super::image::build_glow(&params.pp("transform"), s)?,
+            FlowSpec::Flowpp(s) => super::flowpp::build_flowpp(&params.pp("transform"), s)?,
             FlowSpec::Coupling(s) => {
                 super::transformer_flows::build_coupling(&params.pp("transform"), s)?
             }
@@ -294,6 +311,7 @@ impl FlowSpec {
                 (s.features, s.context_features, &s.base)
             }
             FlowSpec::RealNvpImage(s) | FlowSpec::Glow(s) => (s.features(), 0, &s.base),
+            FlowSpec::Flowpp(s) => (s.image.features(), 0, &s.image.base),
             FlowSpec::Planar(s) | FlowSpec::Radial(s) => (s.features, s.context_features, &s.base),
             FlowSpec::Sylvester(s) => (s.features, s.context_features, &s.base),
             FlowSpec::Ffjord(s) => (s.features, s.context_features, &s.base),

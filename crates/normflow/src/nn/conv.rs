@@ -25,13 +25,14 @@ pub struct ConvNetConfig {
 
 /// A `k x k` convolution (k odd) with "same" padding: weight `(out, in, k, k)`, bias `(out,)`.
 #[derive(Debug, Clone)]
-struct Conv {
+pub(crate) struct Conv {
     weight: Tensor,
     bias: Tensor,
 }
 
 impl Conv {
-    fn new(
+    /// `zero`: weight and bias start at zero (a network's last layer).
+    pub(crate) fn new(
         params: &Params,
         inputs: usize,
         outputs: usize,
@@ -45,7 +46,7 @@ impl Conv {
         Ok(Self { weight, bias })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         super::conv2d_same(x, &self.weight, &self.bias)
     }
 }

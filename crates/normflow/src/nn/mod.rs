@@ -4,6 +4,7 @@ mod conv;
 mod conv2d;
 pub mod dense;
 pub mod fused;
+mod gated_conv;
 pub mod gemm;
 mod gru;
 mod linear;
@@ -12,6 +13,7 @@ mod mlp;
 
 pub use conv::{ConvNet, ConvNetConfig};
 pub use conv2d::conv2d_same;
+pub use gated_conv::{GatedConvNet, GatedConvNetConfig};
 pub use gru::Gru;
 pub use linear::{linear, linear_act};
 pub use made::{Made, MadeConfig, MadeHiddenDegrees, MadeOrder};
