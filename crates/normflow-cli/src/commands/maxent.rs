@@ -98,26 +98,20 @@ impl MaxEntObserver for Progress<'_> {
 }
 
 fn check_args(args: &MaxEntArgs) -> Result<()> {
-    for (flag, value) in [
+    super::ensure_counts(&[
         ("--layers", args.flow.layers),
         ("--hidden", args.flow.hidden),
         ("--blocks", args.flow.blocks),
         ("--outer", args.outer),
         ("--inner", args.inner),
-    ] {
-        if value == 0 {
-            bail!("{flag} 0: must be at least 1");
-        }
-    }
+    ])?;
     if args.batch < 2 || args.batch % 2 != 0 {
         bail!("--batch {}: must be an even number >= 2 (the penalty pairs two halves)", args.batch);
     }
     if args.samples < 2 {
         bail!("--samples {}: must be at least 2", args.samples);
     }
-    if !(args.lr.is_finite() && args.lr > 0.0) {
-        bail!("--lr {}: the learning rate must be a finite number > 0", args.lr);
-    }
+    super::ensure_lr(args.lr)?;
     if !(args.penalty.is_finite() && args.penalty > 0.0) {
         bail!("--penalty {}: must be a finite number > 0", args.penalty);
     }

@@ -32,6 +32,30 @@ pub const EVAL_BATCH: usize = 4096;
 /// wide rows need smaller batches (a Flow++ model on 4096 MNIST rows took 23 GB).
 const EVAL_VALUES: usize = 1 << 18;
 
+/// Refuses a count flag set to 0, naming the first such flag.
+pub fn ensure_counts(counts: &[(&str, usize)]) -> Result<()> {
+    if let Some((flag, _)) = counts.iter().find(|(_, value)| *value == 0) {
+        anyhow::bail!("{flag} 0: must be at least 1");
+    }
+    Ok(())
+}
+
+/// Refuses a learning rate that is not a finite number > 0.
+pub fn ensure_lr(lr: f64) -> Result<()> {
+    if !(lr.is_finite() && lr > 0.0) {
+        anyhow::bail!("--lr {lr}: the learning rate must be a finite number > 0");
+    }
+    Ok(())
+}
+
+/// Refuses a gradient-clipping norm that is not a finite number >= 0 (0 turns clipping off).
+pub fn ensure_clip(clip: f64) -> Result<()> {
+    if !(clip.is_finite() && clip >= 0.0) {
+        anyhow::bail!("--clip {clip}: must be a finite number >= 0 (0 = no clipping)");
+    }
+    Ok(())
+}
+
 /// Rows per evaluation batch for rows of `features` values: [`EVAL_BATCH`], fewer for wide
 /// rows (334 for MNIST's 784 pixels).
 pub fn eval_batch(features: usize) -> usize {

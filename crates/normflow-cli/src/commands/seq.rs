@@ -109,17 +109,9 @@ fn check_args(args: &SeqArgs) -> Result<()> {
         ("--iw-samples", args.iw_samples),
         ("--iw-chunk", args.iw_chunk),
     ];
-    for (flag, value) in counts {
-        if value == 0 {
-            bail!("{flag} 0: must be at least 1");
-        }
-    }
-    if !(args.lr.is_finite() && args.lr > 0.0) {
-        bail!("--lr {}: the learning rate must be a finite number > 0", args.lr);
-    }
-    if !(args.clip.is_finite() && args.clip >= 0.0) {
-        bail!("--clip {}: must be a finite number >= 0 (0 = no clipping)", args.clip);
-    }
+    super::ensure_counts(&counts)?;
+    super::ensure_lr(args.lr)?;
+    super::ensure_clip(args.clip)?;
     if let Some(m) = args.time_limit_min.filter(|m| !(m.is_finite() && *m > 0.0)) {
         bail!("--time-limit-min {m}: must be a finite number > 0");
     }

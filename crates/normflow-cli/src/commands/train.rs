@@ -232,17 +232,9 @@ fn check_args(args: &TrainArgs) -> Result<()> {
         ("--epochs", args.epochs.unwrap_or(1)),
         ("--patience", args.patience.unwrap_or(1)),
     ];
-    for (flag, value) in counts {
-        if value == 0 {
-            bail!("{flag} 0: must be at least 1");
-        }
-    }
-    if !(args.lr.is_finite() && args.lr > 0.0) {
-        bail!("--lr {}: the learning rate must be a finite number > 0", args.lr);
-    }
-    if !(args.clip.is_finite() && args.clip >= 0.0) {
-        bail!("--clip {}: must be a finite number >= 0 (0 = no clipping)", args.clip);
-    }
+    super::ensure_counts(&counts)?;
+    super::ensure_lr(args.lr)?;
+    super::ensure_clip(args.clip)?;
     if !(args.val_frac.is_finite() && (0.0..1.0).contains(&args.val_frac)) {
         bail!("--val-frac {}: must be a fraction in [0, 1) (0 = no validation)", args.val_frac);
     }

@@ -161,22 +161,16 @@ fn rows_tensor(table: &Table, rows: &[usize]) -> Result<Tensor> {
 }
 
 fn check_args(args: &VaeArgs) -> Result<()> {
-    for (flag, value) in [
+    super::ensure_counts(&[
         ("--epochs", args.epochs),
         ("--batch", args.batch),
         ("--latent", args.latent),
         ("--eval-samples", args.eval_samples),
-    ] {
-        if value == 0 {
-            bail!("{flag} 0: must be at least 1");
-        }
-    }
+    ])?;
     if args.hidden.is_empty() || args.hidden.contains(&0) {
         bail!("--hidden: give one or more widths >= 1, e.g. 300,300");
     }
-    if !(args.lr.is_finite() && args.lr > 0.0) {
-        bail!("--lr {}: the learning rate must be a finite number > 0", args.lr);
-    }
+    super::ensure_lr(args.lr)?;
     if let Some(w) = args.warmup_epochs.filter(|&w| w >= args.epochs) {
         bail!(
             "--warmup-epochs {w}: must be below --epochs {} (the last epochs train the bound)",

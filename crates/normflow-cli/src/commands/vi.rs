@@ -121,17 +121,9 @@ fn check_args(args: &ViArgs) -> Result<()> {
         ("--batch", args.batch),
         ("--eval-samples", args.eval_samples),
     ];
-    for (flag, value) in counts {
-        if value == 0 {
-            bail!("{flag} 0: must be at least 1");
-        }
-    }
-    if !(args.lr.is_finite() && args.lr > 0.0) {
-        bail!("--lr {}: the learning rate must be a finite number > 0", args.lr);
-    }
-    if !(args.clip.is_finite() && args.clip >= 0.0) {
-        bail!("--clip {}: must be a finite number >= 0 (0 = no clipping)", args.clip);
-    }
+    super::ensure_counts(&counts)?;
+    super::ensure_lr(args.lr)?;
+    super::ensure_clip(args.clip)?;
     if let Some(a) = args.anneal_steps.filter(|&a| a > 0 && a >= args.steps) {
         bail!("--anneal-steps {a}: must be below --iterations {} (or 0: no annealing)", args.steps);
     }
