@@ -11,6 +11,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::rq_kernel::{apply, backward, Geometry, Knots};
+use crate::nn::gemm::contiguous;
 use crate::Result;
 
 /// `(out, log|d out / d in|)`, both `(B, D)`, of the spline (or its inverse when `inverse`)
@@ -54,13 +55,6 @@ impl Real for f64 {
     }
     fn from_f64(v: f64) -> Self {
         v
-    }
-}
-
-fn slice<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("rq spline: expected a contiguous {what}"),
     }
 }
 
@@ -109,14 +103,14 @@ impl CustomOp2 for SplineOp {
         let out = match (s1, s2) {
             (CpuStorage::F32(v), CpuStorage::F32(r)) => CpuStorage::F32(forward_run(
                 g,
-                slice(v, l1, "input")?,
-                slice(r, l2, "parameter tensor")?,
+                contiguous(v, l1, "rq spline input")?,
+                contiguous(r, l2, "rq spline parameter tensor")?,
                 self.inverse,
             )),
             (CpuStorage::F64(v), CpuStorage::F64(r)) => CpuStorage::F64(forward_run(
                 g,
-                slice(v, l1, "input")?,
-                slice(r, l2, "parameter tensor")?,
+                contiguous(v, l1, "rq spline input")?,
+                contiguous(r, l2, "rq spline parameter tensor")?,
                 self.inverse,
             )),
             _ => candle_core::bail!("rq spline: f32 or f64 tensors of one dtype"),
@@ -195,18 +189,18 @@ impl CustomOp3 for SplineGradOp {
             (CpuStorage::F32(v), CpuStorage::F32(r), CpuStorage::F32(gr)) => {
                 CpuStorage::F32(backward_run(
                     g,
-                    slice(v, l1, "input")?,
-                    slice(r, l2, "parameter tensor")?,
-                    slice(gr, l3, "gradient")?,
+                    contiguous(v, l1, "rq spline input")?,
+                    contiguous(r, l2, "rq spline parameter tensor")?,
+                    contiguous(gr, l3, "rq spline gradient")?,
                     *inverse,
                 ))
             }
             (CpuStorage::F64(v), CpuStorage::F64(r), CpuStorage::F64(gr)) => {
                 CpuStorage::F64(backward_run(
                     g,
-                    slice(v, l1, "input")?,
-                    slice(r, l2, "parameter tensor")?,
-                    slice(gr, l3, "gradient")?,
+                    contiguous(v, l1, "rq spline input")?,
+                    contiguous(r, l2, "rq spline parameter tensor")?,
+                    contiguous(gr, l3, "rq spline gradient")?,
                     *inverse,
                 ))
             }

@@ -23,7 +23,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{matmul, Parallelism, Real, View};
+use super::gemm::{contiguous, matmul, Parallelism, Real, View};
 use crate::{Error, Result};
 
 /// `conv2d(x, w) + b` with stride 1 and "same" zero padding.
@@ -223,23 +223,16 @@ impl Geometry {
     }
 }
 
-fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("conv2d_same: expected a contiguous tensor"),
-    }
-}
-
 /// Runs `$body` on the two operands as `&[f32]` or `&[f64]` slices, wrapping the `Vec` result.
 macro_rules! dispatch {
     ($name:literal, $s1:expr, $l1:expr, $s2:expr, $l2:expr, |$a:ident, $b:ident| $body:expr) => {
         match ($s1, $s2) {
             (CpuStorage::F32($a), CpuStorage::F32($b)) => {
-                let ($a, $b) = (slice($a, $l1)?, slice($b, $l2)?);
+                let ($a, $b) = (contiguous($a, $l1, $name)?, contiguous($b, $l2, $name)?);
                 CpuStorage::F32($body?)
             }
             (CpuStorage::F64($a), CpuStorage::F64($b)) => {
-                let ($a, $b) = (slice($a, $l1)?, slice($b, $l2)?);
+                let ($a, $b) = (contiguous($a, $l1, $name)?, contiguous($b, $l2, $name)?);
                 CpuStorage::F64($body?)
             }
             _ => bail!(concat!($name, ": f32 or f64 tensors of one dtype")),
@@ -269,10 +262,18 @@ impl CustomOp3 for Conv2dSame {
         let g = self.geometry;
         let y = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                CpuStorage::F32(g.forward(slice(x, l1)?, slice(w, l2)?, slice(b, l3)?)?)
+                CpuStorage::F32(g.forward(
+                    contiguous(x, l1, "conv2d_same")?,
+                    contiguous(w, l2, "conv2d_same")?,
+                    contiguous(b, l3, "conv2d_same")?,
+                )?)
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                CpuStorage::F64(g.forward(slice(x, l1)?, slice(w, l2)?, slice(b, l3)?)?)
+                CpuStorage::F64(g.forward(
+                    contiguous(x, l1, "conv2d_same")?,
+                    contiguous(w, l2, "conv2d_same")?,
+                    contiguous(b, l3, "conv2d_same")?,
+                )?)
             }
             _ => bail!("conv2d-same: f32 or f64 tensors of one dtype"),
         };

@@ -27,7 +27,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use super::fused::FusedActivation;
 use rayon::prelude::*;
 
-use super::gemm::{matmul, Parallelism, Real, View};
+use super::gemm::{contiguous, matmul, Parallelism, Real, View};
 
 /// Rows per group of a masked layer's blocked product (measured on the 512 x 256 x 256 hidden
 /// layer; see docs/PERFORMANCE.md).
@@ -439,13 +439,6 @@ struct DenseOp {
     gathered: Arc<Mutex<Option<CpuStorage>>>,
 }
 
-fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => bail!("dense: expected a contiguous tensor"),
-    }
-}
-
 impl DenseOp {
     fn check(&self, x: &Layout, w: &Layout, b: &Layout) -> candle_core::Result<usize> {
         let (batch, n_in) = x.shape().dims2()?;
@@ -481,12 +474,20 @@ impl CustomOp3 for DenseOp {
         let batch = self.check(l1, l2, l3)?;
         let (out, gathered) = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                let (x, w, b) = (slice(x, l1)?, slice(w, l2)?, slice(b, l3)?);
+                let (x, w, b) = (
+                    contiguous(x, l1, "dense")?,
+                    contiguous(w, l2, "dense")?,
+                    contiguous(b, l3, "dense")?,
+                );
                 let (y, ws) = self.plan.forward(x, batch, w, b, self.act)?;
                 (CpuStorage::F32(y), ws.map(CpuStorage::F32))
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                let (x, w, b) = (slice(x, l1)?, slice(w, l2)?, slice(b, l3)?);
+                let (x, w, b) = (
+                    contiguous(x, l1, "dense")?,
+                    contiguous(w, l2, "dense")?,
+                    contiguous(b, l3, "dense")?,
+                );
                 let (y, ws) = self.plan.forward(x, batch, w, b, self.act)?;
                 (CpuStorage::F64(y), ws.map(CpuStorage::F64))
             }
@@ -555,7 +556,11 @@ impl CustomOp3 for DenseGrad {
                     Some(CpuStorage::F32(ws)) => Some(ws),
                     _ => None,
                 };
-                let (g, x, w) = (slice(g, l1)?, slice(x, l2)?, slice(w, l3)?);
+                let (g, x, w) = (
+                    contiguous(g, l1, "dense")?,
+                    contiguous(x, l2, "dense")?,
+                    contiguous(w, l3, "dense")?,
+                );
                 CpuStorage::F32(p.backward(g, x, batch, w, ws)?)
             }
             (CpuStorage::F64(g), CpuStorage::F64(x), CpuStorage::F64(w), ws) => {
@@ -563,7 +568,11 @@ impl CustomOp3 for DenseGrad {
                     Some(CpuStorage::F64(ws)) => Some(ws),
                     _ => None,
                 };
-                let (g, x, w) = (slice(g, l1)?, slice(x, l2)?, slice(w, l3)?);
+                let (g, x, w) = (
+                    contiguous(g, l1, "dense")?,
+                    contiguous(x, l2, "dense")?,
+                    contiguous(w, l3, "dense")?,
+                );
                 CpuStorage::F64(p.backward(g, x, batch, w, ws)?)
             }
             _ => bail!("dense-grad: f32 or f64 tensors of one dtype"),

@@ -8,7 +8,7 @@
 //! checker already keeps the destination (`&mut`) apart from the two operands (`&`).
 #![allow(unsafe_code)]
 
-use candle_core::{bail, Result};
+use candle_core::{bail, Layout, Result};
 /// gemm's threading choice, re-exported for callers of [`matmul`].
 pub use gemm::Parallelism;
 
@@ -56,6 +56,15 @@ impl Real for f64 {
     #[inline]
     fn to_f64(self) -> f64 {
         self
+    }
+}
+
+/// The elements of a contiguous tensor's storage, as a custom op's `cpu_fwd` receives them;
+/// `op` names the op in the error for a strided layout.
+pub(crate) fn contiguous<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: expected a contiguous tensor"),
     }
 }
 
