@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::image_coupling::{checkerboard, halves};
 use super::{sum_per_sample, Bijection, ImageMask, Transformer};
-use crate::nn::{Activation, GatedConvNet, GatedConvNetConfig};
+use crate::nn::{Activation, ConvNetConfig, GatedConvNet};
 use crate::params::Params;
 use crate::{ensure_config, Error, Result};
 
@@ -82,7 +82,7 @@ impl ImageTransformerCoupling {
         };
         let net = GatedConvNet::new(
             &params.pp("net"),
-            &GatedConvNetConfig {
+            &ConvNetConfig {
                 in_channels: cond + config.context_channels,
                 hidden: config.hidden,
                 blocks: config.blocks,

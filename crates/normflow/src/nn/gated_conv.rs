@@ -1,27 +1,11 @@
 //! The gated residual convolutional conditioner of Flow++ (Ho et al. 2019, section 3.3).
 
 use candle_core::Tensor;
-use serde::{Deserialize, Serialize};
 
 use super::conv::Conv;
-use super::Activation;
+use super::{Activation, ConvNetConfig};
 use crate::params::Params;
 use crate::{ensure_config, Error, Result};
-
-/// Shape of a [`GatedConvNet`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GatedConvNetConfig {
-    /// Input channels.
-    pub in_channels: usize,
-    /// Channels of the hidden feature maps.
-    pub hidden: usize,
-    /// Gated residual blocks (0 = `conv -> act -> conv`).
-    pub blocks: usize,
-    /// Output channels.
-    pub out_channels: usize,
-    /// Hidden non-linearity (Flow++ uses concatenated ELUs; ELU here).
-    pub activation: Activation,
-}
 
 /// Flow++'s conditioner: residual blocks whose update passes through a gated linear unit,
 ///
@@ -49,7 +33,9 @@ pub struct GatedConvNet {
 
 impl GatedConvNet {
     /// Creates the weights under `params` (`first.*`, `blocks.{i}.{a,gate}.*`, `last.*`).
-    pub fn new(params: &Params, config: &GatedConvNetConfig) -> Result<Self> {
+    /// The shape is [`ConvNet`](super::ConvNet)'s: `blocks` counts gated residual blocks here
+    /// (0 = `conv -> act -> conv`).
+    pub fn new(params: &Params, config: &ConvNetConfig) -> Result<Self> {
         for (name, v) in [
             ("in_channels", config.in_channels),
             ("hidden", config.hidden),
@@ -111,7 +97,7 @@ mod tests {
     #[test]
     fn keeps_the_spatial_size_starts_at_zero_and_checks_channels() -> Result<()> {
         let store = ParamStore::new(DType::F64, &Device::Cpu, 0);
-        let config = GatedConvNetConfig {
+        let config = ConvNetConfig {
             in_channels: 2,
             hidden: 4,
             blocks: 2,

@@ -13,7 +13,7 @@ mod mlp;
 
 pub use conv::{ConvNet, ConvNetConfig};
 pub use conv2d::conv2d_same;
-pub use gated_conv::{GatedConvNet, GatedConvNetConfig};
+pub use gated_conv::GatedConvNet;
 pub use gru::Gru;
 pub use linear::{linear, linear_act};
 pub use made::{Made, MadeConfig, MadeHiddenDegrees, MadeOrder};
