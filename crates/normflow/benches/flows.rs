@@ -2,7 +2,7 @@
 //! steps at the sizes of the peer comparison (conditioners of 2 hidden layers of 256, batch 512
 //! for training and 4096 for evaluation). `cargo bench -p normflow --bench flows`.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use normflow::bijections::{
     alternating_mask, AffineCoupling, Bijection, CouplingConfig, MafLayerConfig,
     MaskedAffineAutoregressive, RationalQuadraticSpline, RqSplineConfig, Transformer,
@@ -25,6 +25,16 @@ use normflow::ParamStore;
 // As in the CLI: candle allocates per op, and glibc's large-block churn costs page faults.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// As the CLI's `keep_freed_memory`: mimalloc's `purge_delay` (option 15 in mimalloc.h) to -1,
+/// so freed pages stay committed instead of being zero-filled again by the kernel.
+fn keep_freed_memory() {
+    // SAFETY: sets one integer option, before the benchmarks start threads.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_option_set(15, -1)
+    };
+}
 
 const FEATURES: usize = 8;
 const HIDDEN: usize = 256;
@@ -248,4 +258,10 @@ fn steps(c: &mut Criterion) {
 }
 
 criterion_group!(benches, matmul, layers, nsf_layer, steps);
-criterion_main!(benches);
+
+// criterion_main!, with the allocator option set first.
+fn main() {
+    keep_freed_memory();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

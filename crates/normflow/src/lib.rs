@@ -88,6 +88,7 @@ pub mod model;
 pub mod nn;
 pub mod ode;
 pub mod ops;
+pub mod parallel;
 pub mod params;
 pub mod preprocess;
 pub mod random;

@@ -12,6 +12,10 @@
 //! 5. **Finiteness**: outputs, ladj and the gradients of `sum(z) + sum(ladj)` (with respect to
 //!    the input and to every parameter) are finite, in both directions, and also at the optional
 //!    edge inputs (domain bounds and beyond, where a layer has a bounded domain or tails).
+//! 6. **Row independence**: when the layer promises it in training mode
+//!    ([`Bijection::rows_independent`], what lets training split batches across cores), the
+//!    two halves of the batch, passed separately, give the whole batch's outputs and ladj in
+//!    both directions.
 //!
 //! Before checking, the layer gets one forward pass in training mode (so data-dependent
 //! initializations such as ActNorm's run and batch-norm running statistics move), then is put
@@ -114,6 +118,9 @@ pub fn check_bijection(
     let batch = x.dim(0)?;
     bijection.set_training(true);
     bijection.forward_and_ladj(x, context)?;
+    if bijection.rows_independent() && batch >= 2 {
+        check_row_halves(bijection, x, context, opts)?;
+    }
     bijection.set_training(false);
 
     // 1-3: round trips, ladj symmetry, consistency of the four entry points.
@@ -224,6 +231,50 @@ pub fn check_bijection(
             f64::INFINITY
         },
     })
+}
+
+/// Property 6: both halves of the batch, separately, give what the whole batch gives, forward
+/// and inverse.
+fn check_row_halves(
+    bijection: &dyn Bijection,
+    x: &Tensor,
+    context: Option<&Tensor>,
+    opts: &CheckOptions,
+) -> Result<()> {
+    let batch = x.dim(0)?;
+    let half = batch / 2;
+    let rows = |t: &Tensor, start: usize, len: usize| t.narrow(0, start, len);
+    let halves = [(0, half), (half, batch - half)];
+    let (z, ladj) = bijection.forward_and_ladj(x, context)?;
+    for (inverse, input, whole, whole_ladj) in [(false, x, &z, &ladj), (true, &z, x, &ladj.neg()?)]
+    {
+        let mut parts = Vec::new();
+        let mut part_ladj = Vec::new();
+        for (start, len) in halves {
+            let c = context.map(|c| rows(c, start, len)).transpose()?;
+            let input = rows(input, start, len)?;
+            let (out, l) = if inverse {
+                bijection.inverse_and_ladj(&input, c.as_ref())?
+            } else {
+                bijection.forward_and_ladj(&input, c.as_ref())?
+            };
+            parts.push(out);
+            part_ladj.push(l);
+        }
+        let direction = if inverse { "inverse" } else { "forward" };
+        let (got, want) = (to_host(&Tensor::cat(&parts, 0)?)?, to_host(whole)?);
+        let (got_ladj, want_ladj) = (to_host(&Tensor::cat(&part_ladj, 0)?)?, to_host(whole_ladj)?);
+        if !close(&got, &want, opts) || !close(&got_ladj, &want_ladj, opts) {
+            return Err(fail(format!(
+                "rows_independent() promises row slices, but in training mode the {direction} of \
+                 the two halves of the batch differs from the whole batch's (max error {:.3e} in \
+                 the outputs, {:.3e} in ladj)",
+                max_abs_diff(&got, &want),
+                max_abs_diff(&got_ladj, &want_ladj)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Per-sample Jacobians `dz/dx` (row-major `D x D`, row = output) by central differences.

@@ -679,6 +679,29 @@ fn checker_rejects_a_false_triangular_claim() -> Result<()> {
     Ok(())
 }
 
+/// ...and a layer that couples the rows of a batch while promising they are independent
+/// (a batch statistic in training mode, as batch norm has, without saying so).
+#[test]
+fn checker_rejects_a_false_row_independence_claim() -> Result<()> {
+    #[derive(Debug)]
+    struct CentreOnBatch;
+    impl Bijection for CentreOnBatch {
+        fn forward_and_ladj(&self, x: &Tensor, _: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+            let z = x.broadcast_sub(&x.mean_keepdim(0)?.detach())?;
+            Ok((z, Tensor::zeros(x.dim(0)?, x.dtype(), x.device())?))
+        }
+        fn inverse_and_ladj(&self, z: &Tensor, _: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+            Ok((z.clone(), Tensor::zeros(z.dim(0)?, z.dtype(), z.device())?))
+        }
+    }
+    let x = Tensor::randn(0f64, 1.0, (6, 2), &Device::Cpu)?;
+    let Err(err) = check_bijection(&CentreOnBatch, &x, None, &CheckOptions::default()) else {
+        return Err(normflow::Error::CheckFailed("the checker accepted a broken layer".into()));
+    };
+    assert!(err.to_string().contains("rows_independent"), "{err}");
+    Ok(())
+}
+
 // ------------------------------------------------ invertibility constraints under attack
 //
 // The variational layers keep their maps invertible by reparameterizing raw parameters. Each

@@ -104,6 +104,11 @@ impl Bijection for ActNorm {
         self.training.store(training, Ordering::Relaxed);
     }
 
+    /// Not while the data-dependent initialization is still to run on a training batch.
+    fn rows_independent(&self) -> bool {
+        !self.training.load(Ordering::Relaxed) || self.is_initialized().unwrap_or(false)
+    }
+
     fn jacobian_order(&self) -> Option<Vec<usize>> {
         Some((0..self.event_shape.iter().product()).collect())
     }

@@ -150,6 +150,12 @@ impl Bijection for BatchNorm {
         self.training.store(training, Ordering::Relaxed);
     }
 
+    /// Only in evaluation mode: training normalizes by the batch's statistics and updates the
+    /// running averages.
+    fn rows_independent(&self) -> bool {
+        !self.training.load(Ordering::Relaxed)
+    }
+
     /// Element-wise in evaluation mode (in training mode every output depends on the batch).
     fn jacobian_order(&self) -> Option<Vec<usize>> {
         Some((0..self.event_shape.iter().product()).collect())

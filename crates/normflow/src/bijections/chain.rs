@@ -74,6 +74,10 @@ impl Bijection for Chain {
         self.layers.iter().for_each(|l| l.set_training(training));
     }
 
+    fn rows_independent(&self) -> bool {
+        self.layers.iter().all(|l| l.rows_independent())
+    }
+
     fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
         super::sum_optional(self.layers.iter().map(|l| l.auxiliary_loss()))
     }

@@ -41,6 +41,9 @@ impl<B: Bijection> Bijection for Inverse<B> {
     fn set_training(&self, training: bool) {
         self.inner.set_training(training)
     }
+    fn rows_independent(&self) -> bool {
+        self.inner.rows_independent()
+    }
     // Only the inner layer's forward computes the auxiliary term: reported as is.
     fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
         self.inner.auxiliary_loss()

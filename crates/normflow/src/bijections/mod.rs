@@ -125,6 +125,19 @@ pub trait Bijection: Send + Sync + std::fmt::Debug {
     /// evaluation behaviour. Layers without such a difference ignore it; containers pass it on.
     fn set_training(&self, _training: bool) {}
 
+    /// Whether a call on a batch may be cut into row slices evaluated separately (and
+    /// concurrently, see [`crate::parallel`]) with the same per-row results and no other effect.
+    ///
+    /// True for almost every layer: each row's output and log-determinant depend on that row,
+    /// its context row and the parameters only. False for a layer that couples rows (batch
+    /// statistics in training mode, a data-dependent initialization still to run) or that keeps
+    /// state from its last call (a regularizer, solver counts, a noise stream). Containers:
+    /// true when all of their layers are. [`crate::testing::check_bijection`] verifies the
+    /// promise on split batches.
+    fn rows_independent(&self) -> bool {
+        true
+    }
+
     /// The autoregressive order this layer promises, if any.
     ///
     /// `Some(order)` promises that output feature `order[i]` depends only on input features
@@ -180,6 +193,9 @@ impl<B: Bijection + ?Sized> Bijection for Box<B> {
     }
     fn set_training(&self, training: bool) {
         (**self).set_training(training)
+    }
+    fn rows_independent(&self) -> bool {
+        (**self).rows_independent()
     }
     fn jacobian_order(&self) -> Option<Vec<usize>> {
         (**self).jacobian_order()

@@ -226,4 +226,11 @@ impl Bijection for MultiScale {
             }
         }
     }
+
+    fn rows_independent(&self) -> bool {
+        self.stages.iter().all(|stage| match stage {
+            Stage::Step(step) => step.rows_independent(),
+            _ => true,
+        })
+    }
 }

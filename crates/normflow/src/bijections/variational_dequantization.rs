@@ -192,6 +192,11 @@ impl Bijection for VariationalDequantization {
         self.training.store(training, Ordering::Relaxed);
         self.flow.set_training(training);
     }
+
+    /// Each call draws its noise from the next stream of one counter.
+    fn rows_independent(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

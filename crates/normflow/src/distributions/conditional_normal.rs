@@ -115,6 +115,10 @@ impl Distribution for ConditionalDiagNormal {
         Ok((x, log_prob_of_standardized(&eps, &log_scale)?))
     }
 
+    fn rows_independent(&self) -> bool {
+        true
+    }
+
     fn event_shape(&self) -> Vec<usize> {
         vec![self.dim]
     }

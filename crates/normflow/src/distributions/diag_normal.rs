@@ -104,6 +104,10 @@ impl Distribution for DiagNormal {
         Ok((x, self.log_prob_of_standardized(&eps)?))
     }
 
+    fn rows_independent(&self) -> bool {
+        true
+    }
+
     fn event_shape(&self) -> Vec<usize> {
         self.event_shape.clone()
     }

@@ -112,6 +112,10 @@ impl Distribution for GaussianMixture {
         Ok((eps * scale)?.add(&mu)?)
     }
 
+    fn rows_independent(&self) -> bool {
+        true
+    }
+
     fn event_shape(&self) -> Vec<usize> {
         vec![self.dim]
     }

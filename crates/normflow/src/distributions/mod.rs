@@ -39,6 +39,14 @@ pub trait Distribution: Send + Sync + std::fmt::Debug {
     /// Switches training / evaluation behaviour (see [`crate::Bijection::set_training`]).
     fn set_training(&self, _training: bool) {}
 
+    /// Whether `log_prob` on a batch may be cut into row slices evaluated separately (and
+    /// concurrently, see [`crate::parallel`]) with the same per-row results and no other effect
+    /// (see [`crate::Bijection::rows_independent`]). The training loop then splits batches
+    /// across cores. False unless an implementation promises it.
+    fn rows_independent(&self) -> bool {
+        false
+    }
+
     /// The regularization term of the last `log_prob` call, which training adds to the loss
     /// (see [`crate::Bijection::auxiliary_loss`]).
     fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
@@ -72,6 +80,9 @@ impl<D: Distribution + ?Sized> Distribution for Box<D> {
     }
     fn set_training(&self, training: bool) {
         (**self).set_training(training)
+    }
+    fn rows_independent(&self) -> bool {
+        (**self).rows_independent()
     }
     fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
         (**self).auxiliary_loss()

@@ -45,6 +45,10 @@ impl Distribution for StandardNormal {
         standard_normal(shape, self.dtype, &self.device, rng)
     }
 
+    fn rows_independent(&self) -> bool {
+        true
+    }
+
     fn event_shape(&self) -> Vec<usize> {
         self.event_shape.clone()
     }

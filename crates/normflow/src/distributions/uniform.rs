@@ -97,6 +97,10 @@ impl Distribution for UniformBox {
         Ok(x.broadcast_minimum(&self.high)?.broadcast_maximum(&self.low)?)
     }
 
+    fn rows_independent(&self) -> bool {
+        true
+    }
+
     fn event_shape(&self) -> Vec<usize> {
         vec![self.dim]
     }

@@ -408,6 +408,10 @@ impl Distribution for Model {
         self.flow.set_training(training)
     }
 
+    fn rows_independent(&self) -> bool {
+        self.flow.rows_independent()
+    }
+
     fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
         self.flow.auxiliary_loss()
     }

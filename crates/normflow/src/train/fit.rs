@@ -14,8 +14,9 @@ use super::data::{
 use super::observer::{nan_as_null, Control, EpochStats, MeanEvaluations, TrainObserver};
 use super::schedule::LrScheduler;
 use super::state::{Snapshot, TrainProgress, TrainState};
-use super::step::{guarded_step, to_f64};
+use super::step::{guarded_step, guarded_update, sliced_nll_and_gradients, to_f64};
 use crate::distributions::Distribution;
+use crate::parallel::TRAINING_SLICE_ROWS;
 use crate::params::ParamStore;
 use crate::{ensure_config, Error, Result};
 
@@ -348,6 +349,9 @@ impl Run<'_> {
     /// The optimized loss adds the model's auxiliary term ([`Distribution::auxiliary_loss`],
     /// e.g. RNODE's penalties) to `-mean log p`; the reported loss is `-mean log p` alone.
     fn try_step(&mut self, x: &Tensor, context: Option<&Tensor>, lr: f64) -> Result<Option<f64>> {
+        if self.model.rows_independent() && x.dim(0)? >= 2 * TRAINING_SLICE_ROWS {
+            return self.try_sliced_step(x, context, lr);
+        }
         let nll = self.model.log_prob(x, context)?.mean_all()?.neg()?;
         // Regularizers a layer reports (e.g. FFJORD's RNODE terms) join the optimized loss;
         // the reported loss stays the negative log-likelihood.
@@ -359,6 +363,24 @@ impl Run<'_> {
             Some(_) => Ok(Some(to_f64(&nll)?)),
             None => Ok(None),
         }
+    }
+
+    /// [`Self::try_step`] with the batch cut into row slices, each with its own graph on its
+    /// own core ([`sliced_nll_and_gradients`]).
+    fn try_sliced_step(
+        &mut self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        lr: f64,
+    ) -> Result<Option<f64>> {
+        let (loss, grads) =
+            sliced_nll_and_gradients(self.model, self.store, x, context, TRAINING_SLICE_ROWS)?;
+        let Some(grads) = grads else {
+            return Ok(None);
+        };
+        let applied =
+            guarded_update(self.store, &mut self.adam, grads, self.config.clip_grad_norm, lr)?;
+        Ok(applied.then_some(loss))
     }
 
     /// Back to the best state (model and optimizer), with half the learning rate.

@@ -7,6 +7,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::adam::Adam;
+use crate::distributions::Distribution;
+use crate::parallel::map_row_slices;
 use crate::params::ParamStore;
 use crate::Result;
 
@@ -26,11 +28,24 @@ pub fn guarded_step(
     if !loss_value.is_finite() {
         return Ok(None);
     }
-    let mut grads = loss.backward()?;
+    let grads = loss.backward()?;
+    Ok(guarded_update(store, adam, grads, clip, lr)?.then_some(loss_value))
+}
+
+/// The second half of [`guarded_step`], for gradients computed elsewhere (e.g. summed over row
+/// slices, [`sum_gradients`]): clips the global gradient norm to `clip` and takes one Adam step.
+/// Returns false, changing nothing, when the gradient norm is not finite.
+pub fn guarded_update(
+    store: &ParamStore,
+    adam: &mut Adam,
+    mut grads: GradStore,
+    clip: Option<f64>,
+    lr: f64,
+) -> Result<bool> {
     let params = store.parameters();
     let norm = grad_norm(&params, &grads)?;
     if !norm.is_finite() {
-        return Ok(None);
+        return Ok(false);
     }
     if let Some(max) = clip {
         if norm > max {
@@ -45,7 +60,65 @@ pub fn guarded_step(
         }
     }
     adam.step(store, &grads, lr)?;
-    Ok(Some(loss_value))
+    Ok(true)
+}
+
+/// `-mean log p(x | c)` over the `n` rows of `x` and its gradients, with the batch cut into
+/// slices of about `slice_rows` rows ([`crate::parallel::row_slices`]), each with its own graph,
+/// forward and backward, on its own core. Slice `s` contributes `-sum_{i in s} log p(x_i) / n`,
+/// so the slices' losses and gradients sum to those of the whole batch's loss.
+///
+/// Returns the loss and, when every slice's loss is finite, the summed gradients (`None`:
+/// skip the step). Only for models whose rows are independent
+/// ([`Distribution::rows_independent`]), which have no auxiliary loss.
+pub(crate) fn sliced_nll_and_gradients(
+    model: &dyn Distribution,
+    store: &ParamStore,
+    x: &Tensor,
+    context: Option<&Tensor>,
+    slice_rows: usize,
+) -> Result<(f64, Option<GradStore>)> {
+    let n = x.dim(0)?;
+    let parts = map_row_slices(n, slice_rows, |start, len| {
+        let xs = x.narrow(0, start, len)?;
+        let cs = context.map(|c| c.narrow(0, start, len)).transpose()?;
+        let nll = (model.log_prob(&xs, cs.as_ref())?.sum_all()?.neg()? / n as f64)?;
+        let value = to_f64(&nll)?;
+        // A non-finite slice skips the step: no need for its gradients.
+        let grads = if value.is_finite() { Some(nll.backward()?) } else { None };
+        Ok((value, grads))
+    })?;
+    let loss: f64 = parts.iter().map(|p| p.0).sum();
+    match parts.into_iter().map(|p| p.1).collect::<Option<Vec<_>>>() {
+        Some(grads) => Ok((loss, Some(sum_gradients(store, grads)?))),
+        None => Ok((loss, None)),
+    }
+}
+
+/// The gradients of a sum of losses from their separate gradient stores: for every parameter
+/// of `store`, the sum of its gradients in `parts` (absent where no part has one).
+pub fn sum_gradients(store: &ParamStore, parts: Vec<GradStore>) -> Result<GradStore> {
+    let mut parts = parts.into_iter();
+    let Some(mut total) = parts.next() else {
+        return Err(crate::Error::Numerical("no gradients to sum".into()));
+    };
+    let rest: Vec<GradStore> = parts.collect();
+    for (_, var) in store.parameters() {
+        let param = var.as_tensor();
+        let mut sum = total.remove(param);
+        for part in &rest {
+            if let Some(g) = part.get(param) {
+                sum = Some(match sum {
+                    Some(acc) => (acc + g)?,
+                    None => g.clone(),
+                });
+            }
+        }
+        if let Some(sum) = sum {
+            total.insert(param, sum);
+        }
+    }
+    Ok(total)
 }
 
 /// Global L2 norm of the gradients of `params`, accumulated on the device (one host sync), in

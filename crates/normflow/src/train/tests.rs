@@ -481,3 +481,134 @@ fn bad_inputs_are_errors_not_panics() -> Result<()> {
     assert!(matches!(run(&empty, None, &ok), Err(Error::Data(_))));
     Ok(())
 }
+
+/// A MAF with context (f64), whose rows are independent: the sliced step applies to it.
+fn small_maf(batch_norm: bool) -> Result<crate::model::Model> {
+    let mut spec = crate::flows::AutoregressiveSpec::new(3);
+    spec.context_features = 2;
+    spec.layers = 2;
+    spec.hidden = 16;
+    spec.batch_norm = batch_norm;
+    crate::model::Model::new(
+        crate::flows::FlowSpec::Maf(spec),
+        None,
+        None,
+        3,
+        DType::F64,
+        &Device::Cpu,
+    )
+}
+
+#[test]
+fn sliced_gradients_equal_the_whole_batch_gradients() -> Result<()> {
+    let model = small_maf(false)?;
+    model.set_training(true);
+    assert!(model.rows_independent());
+    let mut rng = rng_from_seed(5);
+    let x = standard_normal((450, 3), DType::F64, &Device::Cpu, &mut rng)?;
+    let c = standard_normal((450, 2), DType::F64, &Device::Cpu, &mut rng)?;
+    let store = model.store();
+
+    let whole = model.log_prob(&x, Some(&c))?.mean_all()?.neg()?;
+    let whole_grads = whole.backward()?;
+    // 100-row slices: four of them, unequal in size (113, 113, 112, 112).
+    let (loss, grads) = step::sliced_nll_and_gradients(&model, store, &x, Some(&c), 100)?;
+    let grads = grads.expect("finite loss");
+    assert!((loss - whole.to_scalar::<f64>()?).abs() < 1e-10, "{loss} vs {whole}");
+    let params = store.parameters();
+    assert!(params.len() > 4);
+    for (name, var) in params {
+        let (a, b) = (whole_grads.get(var.as_tensor()), grads.get(var.as_tensor()));
+        let (Some(a), Some(b)) = (a, b) else {
+            panic!("{name}: gradient present in one computation only");
+        };
+        let err = (a - b)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        let scale = a.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(err <= 1e-10 * scale.max(1.0), "{name}: error {err:e} (scale {scale:e})");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_non_finite_slice_skips_the_step() -> Result<()> {
+    let model = small_maf(false)?;
+    let mut rng = rng_from_seed(6);
+    let x = standard_normal((300, 3), DType::F64, &Device::Cpu, &mut rng)?;
+    let c = standard_normal((300, 2), DType::F64, &Device::Cpu, &mut rng)?;
+    // Context rows of the last slice are infinite: its loss is not finite.
+    let bad = Tensor::cat(&[&c.narrow(0, 0, 200)?, &(c.narrow(0, 200, 100)? * f64::INFINITY)?], 0)?;
+    let (loss, grads) = step::sliced_nll_and_gradients(&model, model.store(), &x, Some(&bad), 100)?;
+    assert!(!loss.is_finite());
+    assert!(grads.is_none());
+    Ok(())
+}
+
+#[test]
+fn batch_statistics_keep_whole_batches() -> Result<()> {
+    // Batch norm in training mode couples rows: such a model is never sliced.
+    let model = small_maf(true)?;
+    model.set_training(true);
+    assert!(!model.rows_independent());
+    model.set_training(false);
+    assert!(model.rows_independent());
+    Ok(())
+}
+
+/// Hides [`Distribution::rows_independent`] of a model, so that training takes whole batches.
+#[derive(Debug)]
+struct WholeBatches(crate::model::Model);
+
+impl Distribution for WholeBatches {
+    fn log_prob(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        self.0.log_prob(x, context)
+    }
+    fn sample(&self, n: usize, context: Option<&Tensor>, rng: &mut dyn RngCore) -> Result<Tensor> {
+        self.0.sample(n, context, rng)
+    }
+    fn event_shape(&self) -> Vec<usize> {
+        self.0.event_shape()
+    }
+    fn set_training(&self, training: bool) {
+        self.0.set_training(training)
+    }
+}
+
+#[test]
+fn sliced_training_follows_whole_batch_training() -> Result<()> {
+    let mut rng = rng_from_seed(7);
+    let x = (standard_normal((1100, 3), DType::F64, &Device::Cpu, &mut rng)? * 3.0)?;
+    let c = standard_normal((1100, 2), DType::F64, &Device::Cpu, &mut rng)?;
+    let config = quiet(TrainConfig {
+        epochs: 3,
+        batch_size: 512,
+        lr: 1e-2,
+        val_frac: 0.0,
+        ..TrainConfig::default()
+    });
+    let sliced = small_maf(false)?;
+    let whole = WholeBatches(small_maf(false)?);
+    let a = fit(&sliced, sliced.store(), &x, Some(&c), &config, &mut NoopObserver)?;
+    let b = fit(&whole, whole.0.store(), &x, Some(&c), &config, &mut NoopObserver)?;
+    let losses: Vec<f64> = a.history.iter().map(|s| s.train_loss).collect();
+    assert!(losses[2] < losses[0] - 0.1, "{losses:?}");
+    for (sa, sb) in a.history.iter().zip(&b.history) {
+        assert!(
+            (sa.train_loss - sb.train_loss).abs() < 1e-9,
+            "{} vs {}",
+            sa.train_loss,
+            sb.train_loss
+        );
+    }
+    // Same parameters after 9 steps (batches of 512, 512, 76: two sliced, one whole).
+    for ((name, pa), (_, pb)) in
+        values_f64(sliced.store())?.iter().zip(&values_f64(whole.0.store())?)
+    {
+        let err = pa.iter().zip(pb).map(|(u, v)| (u - v).abs()).fold(0.0, f64::max);
+        assert!(err < 1e-9, "{name}: {err:e}");
+    }
+    Ok(())
+}
+
+fn values_f64(store: &ParamStore) -> Result<Vec<(String, Vec<f64>)>> {
+    store.all().into_iter().map(|(n, v)| Ok((n, v.as_tensor().flatten_all()?.to_vec1()?))).collect()
+}

@@ -348,6 +348,12 @@ impl Bijection for Cnf {
         self.training.store(training, Ordering::Relaxed);
     }
 
+    /// The last call's regularizer and solver counts are kept for the caller, and an adaptive
+    /// solver's steps depend on the whole batch.
+    fn rows_independent(&self) -> bool {
+        false
+    }
+
     fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
         Ok(lock(&self.auxiliary).clone())
     }
