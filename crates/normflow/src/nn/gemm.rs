@@ -19,7 +19,9 @@ pub trait Real:
     + Sync
     + PartialOrd
     + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
     + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
     + std::ops::AddAssign
     + 'static
 {
@@ -31,9 +33,15 @@ pub trait Real:
     fn from_f64(v: f64) -> Self;
     /// Conversion to f64.
     fn to_f64(self) -> f64;
+    /// Square root.
+    fn sqrt(self) -> Self;
 }
 
 impl Real for f32 {
+    #[inline]
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     #[inline]
@@ -47,6 +55,10 @@ impl Real for f32 {
 }
 
 impl Real for f64 {
+    #[inline]
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     #[inline]

@@ -9,6 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor};
 
+use rayon::prelude::*;
+
+use super::adam_fused::{self, StepScalars};
 use crate::params::ParamStore;
 use crate::{ensure_config, Error, Result};
 
@@ -62,9 +65,9 @@ impl AdamConfig {
 }
 
 #[derive(Debug, Clone)]
-struct Moments {
-    m: Tensor,
-    v: Tensor,
+pub(super) struct Moments {
+    pub(super) m: Tensor,
+    pub(super) v: Tensor,
 }
 
 /// Adam (Kingma & Ba 2015, "Adam: A Method for Stochastic Optimization") with decoupled weight
@@ -128,35 +131,61 @@ impl Adam {
     /// The caller is responsible for the gradients being finite (the training loop checks the
     /// global norm before calling this): a non-finite gradient would poison the moments.
     pub fn step(&mut self, store: &ParamStore, grads: &GradStore, lr: f64) -> Result<()> {
+        self.step_scaled(store, grads, lr, 1.0)
+    }
+
+    /// [`Adam::step`] with every gradient multiplied by `grad_scale` first (global-norm
+    /// clipping, without materializing the scaled gradients).
+    ///
+    /// Contiguous CPU f32 / f64 parameters are updated in one pass each, in parallel
+    /// ([`super::adam_fused`]); others by the candle composition of the same formulas.
+    pub(crate) fn step_scaled(
+        &mut self,
+        store: &ParamStore,
+        grads: &GradStore,
+        lr: f64,
+        grad_scale: f64,
+    ) -> Result<()> {
         ensure_config!(lr.is_finite() && lr >= 0.0, "lr", lr, "a finite value >= 0");
         let AdamConfig { beta1, beta2, eps, weight_decay, .. } = self.config;
         let t = self.step.saturating_add(1);
         // powf, not powi: the step count may exceed i32.
-        let bias1 = 1.0 - beta1.powf(t as f64);
-        let bias2 = 1.0 - beta2.powf(t as f64);
+        let scalars = StepScalars {
+            beta1,
+            beta2,
+            eps,
+            bias1: 1.0 - beta1.powf(t as f64),
+            bias2: 1.0 - beta2.powf(t as f64),
+            lr,
+            weight_decay,
+            grad_scale,
+        };
+        let mut work = Vec::new();
         for (name, var) in store.parameters() {
             let theta = var.as_tensor();
             let moments = match self.moments.remove(&name) {
                 Some(moments) => moments,
                 None => Moments { m: theta.zeros_like()?, v: theta.zeros_like()? },
             };
-            let Some(g) = grads.get(theta) else {
-                self.moments.insert(name, moments);
-                continue;
-            };
-            let g = g.detach();
-            let m = ((&moments.m * beta1)? + (&g * (1.0 - beta1))?)?;
-            let v = ((&moments.v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
-            let m_hat = (&m / bias1)?;
-            let v_hat = (&v / bias2)?;
-            let update = (m_hat / ((v_hat.sqrt()? + eps)?))?;
-            let decayed = if weight_decay > 0.0 {
-                (theta.detach() * (1.0 - lr * weight_decay))?
-            } else {
-                theta.detach()
-            };
-            let next = (decayed - (update * lr)?)?;
-            var.set(&next)?;
+            match grads.get(theta) {
+                Some(g) => work.push((name, var, g.detach(), moments)),
+                None => {
+                    self.moments.insert(name, moments);
+                }
+            }
+        }
+        let updated = work
+            .par_iter()
+            .map(|(_, var, g, mo)| {
+                let theta = var.as_tensor();
+                match adam_fused::update(theta, g, &mo.m, &mo.v, &scalars)? {
+                    Some(new) => Ok(new),
+                    None => composed_update(theta, g, mo, &scalars),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for ((name, var, _, _), (theta, m, v)) in work.into_iter().zip(updated) {
+            var.set(&theta)?;
             self.moments.insert(name, Moments { m, v });
         }
         self.step = t;
@@ -251,6 +280,28 @@ impl Adam {
         self.moments = moments;
         Ok(())
     }
+}
+
+/// [`Adam::step_scaled`]'s update of one parameter composed from candle ops (any device and
+/// dtype): the new `(theta, m, v)`.
+pub(super) fn composed_update(
+    theta: &Tensor,
+    g: &Tensor,
+    moments: &Moments,
+    s: &StepScalars,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let g = if s.grad_scale != 1.0 { (g * s.grad_scale)? } else { g.clone() };
+    let m = ((&moments.m * s.beta1)? + (&g * (1.0 - s.beta1))?)?;
+    let v = ((&moments.v * s.beta2)? + (g.sqr()? * (1.0 - s.beta2))?)?;
+    let m_hat = (&m / s.bias1)?;
+    let v_hat = (&v / s.bias2)?;
+    let update = (m_hat / ((v_hat.sqrt()? + s.eps)?))?;
+    let decayed = if s.weight_decay > 0.0 {
+        (theta.detach() * (1.0 - s.lr * s.weight_decay))?
+    } else {
+        theta.detach()
+    };
+    Ok(((decayed - (update * s.lr)?)?, m, v))
 }
 
 fn read_step(t: &Tensor) -> Result<u64> {

@@ -38,6 +38,7 @@
 //! [`ParamStore`]: crate::ParamStore
 
 mod adam;
+mod adam_fused;
 mod config;
 mod data;
 mod fit;

@@ -6,7 +6,10 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 
+use rayon::prelude::*;
+
 use super::adam::Adam;
+use super::adam_fused::sum_of_squares;
 use crate::distributions::Distribution;
 use crate::parallel::map_row_slices;
 use crate::params::ParamStore;
@@ -38,7 +41,7 @@ pub fn guarded_step(
 pub fn guarded_update(
     store: &ParamStore,
     adam: &mut Adam,
-    mut grads: GradStore,
+    grads: GradStore,
     clip: Option<f64>,
     lr: f64,
 ) -> Result<bool> {
@@ -47,19 +50,13 @@ pub fn guarded_update(
     if !norm.is_finite() {
         return Ok(false);
     }
-    if let Some(max) = clip {
-        if norm > max {
-            // PyTorch's clip_grad_norm_ factor: the small constant keeps it finite at 0.
-            let scale = max / (norm + 1e-6);
-            for (_, var) in &params {
-                if let Some(g) = grads.get(var.as_tensor()) {
-                    let scaled = (g * scale)?;
-                    grads.insert(var.as_tensor(), scaled);
-                }
-            }
-        }
-    }
-    adam.step(store, &grads, lr)?;
+    // PyTorch's clip_grad_norm_ factor (the small constant keeps it finite at 0), applied by
+    // Adam as it reads each gradient.
+    let scale = match clip {
+        Some(max) if norm > max => max / (norm + 1e-6),
+        _ => 1.0,
+    };
+    adam.step_scaled(store, &grads, lr, scale)?;
     Ok(true)
 }
 
@@ -121,23 +118,30 @@ pub fn sum_gradients(store: &ParamStore, parts: Vec<GradStore>) -> Result<GradSt
     Ok(total)
 }
 
-/// Global L2 norm of the gradients of `params`, accumulated on the device (one host sync), in
-/// at least `f32` so that half-precision squares do not overflow.
+/// Global L2 norm of the gradients of `params`: CPU f32 / f64 gradients summed in f64 on the
+/// host, in parallel; others on their device (one host sync), in at least `f32` so that
+/// half-precision squares do not overflow.
 fn grad_norm(params: &[(String, Var)], grads: &GradStore) -> Result<f64> {
+    let present: Vec<&Tensor> =
+        params.iter().filter_map(|(_, var)| grads.get(var.as_tensor())).collect();
+    // Host tensors: summed in place, in parallel; others on their device.
+    let host: Vec<Option<f64>> = present.par_iter().map(|g| sum_of_squares(g)).collect();
+    let mut total: f64 = host.iter().flatten().sum();
     let mut squares = Vec::new();
-    for (_, var) in params {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            let g = match g.dtype() {
-                DType::F16 | DType::BF16 => g.to_dtype(DType::F32)?,
-                _ => g.clone(),
-            };
-            squares.push(g.sqr()?.sum_all()?);
+    for (g, done) in present.iter().zip(&host) {
+        if done.is_some() {
+            continue;
         }
+        let g = match g.dtype() {
+            DType::F16 | DType::BF16 => g.to_dtype(DType::F32)?,
+            _ => (*g).clone(),
+        };
+        squares.push(g.sqr()?.sum_all()?);
     }
-    if squares.is_empty() {
-        return Ok(0.0);
+    if !squares.is_empty() {
+        total += to_f64(&Tensor::stack(&squares, 0)?.sum_all()?)?;
     }
-    Ok(to_f64(&Tensor::stack(&squares, 0)?.sum_all()?)?.sqrt())
+    Ok(total.sqrt())
 }
 
 /// A scalar tensor's value on the host.

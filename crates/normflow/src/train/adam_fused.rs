@@ -1,0 +1,198 @@
+//! Adam's update of one parameter in a single pass over host memory (CPU, f32 / f64).
+//!
+//! Composed from candle ops, one update costs about eleven element-wise passes, each allocating
+//! its result: 1.1 ms per step for the 350k parameters of a 5-layer MAF of width 256, an eighth
+//! of a two-core training step, spent on one core. Here each parameter is read once (`theta`,
+//! `g`, `m`, `v`) and written once (`theta'`, `m'`, `v'`), and parameters are updated in
+//! parallel. The formulas and their order are those of [`super::Adam::step`]; other devices,
+//! dtypes and strided tensors take the composition.
+
+use candle_core::{CpuStorage, Storage, Tensor};
+
+use crate::nn::gemm::Real;
+use crate::Result;
+
+/// The scalars of one step. `grad_scale` multiplies the gradient first (global-norm clipping).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StepScalars {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// `1 - beta1^t`.
+    pub bias1: f64,
+    /// `1 - beta2^t`.
+    pub bias2: f64,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub grad_scale: f64,
+}
+
+/// The new `(theta, m, v)` of one parameter, or `None` when a tensor is not a contiguous CPU
+/// f32 / f64 tensor of the parameter's dtype and length (the caller then composes candle ops).
+pub(super) fn update(
+    theta: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    s: &StepScalars,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    let guards = [theta, g, m, v].map(|t| t.storage_and_layout());
+    let mut slices = Vec::with_capacity(4);
+    for (storage, layout) in &guards {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            return Ok(None);
+        };
+        slices.push((&**storage, start, end));
+    }
+    let n = theta.elem_count();
+    if slices.iter().any(|&(_, start, end)| end - start != n) {
+        return Ok(None);
+    }
+    macro_rules! run {
+        ($variant:ident) => {{
+            let part = |i: usize| match slices[i].0 {
+                Storage::Cpu(CpuStorage::$variant(data)) => Some(&data[slices[i].1..slices[i].2]),
+                _ => None,
+            };
+            let (Some(th), Some(gr), Some(mo), Some(ve)) = (part(0), part(1), part(2), part(3))
+            else {
+                return Ok(None);
+            };
+            let (th, mo, ve) = kernel(th, gr, mo, ve, s);
+            let dev = theta.device();
+            (
+                Tensor::from_vec(th, theta.shape(), dev)?,
+                Tensor::from_vec(mo, theta.shape(), dev)?,
+                Tensor::from_vec(ve, theta.shape(), dev)?,
+            )
+        }};
+    }
+    let out = match slices[0].0 {
+        Storage::Cpu(CpuStorage::F32(_)) => run!(F32),
+        Storage::Cpu(CpuStorage::F64(_)) => run!(F64),
+        _ => return Ok(None),
+    };
+    Ok(Some(out))
+}
+
+/// `m' = b1 m + (1 - b1) g`, `v' = b2 v + (1 - b2) g^2`,
+/// `theta' = theta (1 - lr lambda) - lr (m' / bias1) / (sqrt(v' / bias2) + eps)`, with `g`
+/// scaled by `grad_scale` first; constants rounded to `T` as candle's scalar ops round them.
+fn kernel<T: Real>(
+    theta: &[T],
+    g: &[T],
+    m: &[T],
+    v: &[T],
+    s: &StepScalars,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let c = T::from_f64;
+    let (b1, one_b1, b2, one_b2) = (c(s.beta1), c(1.0 - s.beta1), c(s.beta2), c(1.0 - s.beta2));
+    let (bias1, bias2, eps, lr) = (c(s.bias1), c(s.bias2), c(s.eps), c(s.lr));
+    // Multiplying by an exact 1 changes nothing, and branch-free loops vectorize.
+    let decay = if s.weight_decay > 0.0 { c(1.0 - s.lr * s.weight_decay) } else { T::ONE };
+    let k = c(s.grad_scale);
+    // Three passes of exact-size maps: each vectorizes (one loop pushing to three vectors did
+    // not, and ran at a quarter of the speed).
+    let m_out: Vec<T> = m.iter().zip(g).map(|(&mi, &gi)| mi * b1 + (gi * k) * one_b1).collect();
+    let v_out: Vec<T> = v
+        .iter()
+        .zip(g)
+        .map(|(&vi, &gi)| {
+            let gi = gi * k;
+            vi * b2 + gi * gi * one_b2
+        })
+        .collect();
+    let theta_out: Vec<T> = theta
+        .iter()
+        .zip(m_out.iter().zip(&v_out))
+        .map(|(&th, (&mi, &vi))| th * decay - ((mi / bias1) / ((vi / bias2).sqrt() + eps)) * lr)
+        .collect();
+    (theta_out, m_out, v_out)
+}
+
+/// `sum g^2` (in f64) of a contiguous CPU f32 / f64 tensor; `None` otherwise.
+pub(super) fn sum_of_squares(g: &Tensor) -> Option<f64> {
+    let (storage, layout) = g.storage_and_layout();
+    let (start, end) = layout.contiguous_offsets()?;
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(d)) => {
+            Some(d[start..end].iter().map(|&x| (x as f64) * (x as f64)).sum())
+        }
+        Storage::Cpu(CpuStorage::F64(d)) => Some(d[start..end].iter().map(|&x| x * x).sum()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device};
+
+    use super::super::adam::{composed_update, Moments};
+    use super::*;
+    use crate::random::{rng_from_seed, standard_normal};
+
+    fn scalars(weight_decay: f64, grad_scale: f64) -> StepScalars {
+        let (beta1, beta2, t) = (0.9f64, 0.999f64, 3.0);
+        StepScalars {
+            beta1,
+            beta2,
+            eps: 1e-8,
+            bias1: 1.0 - beta1.powf(t),
+            bias2: 1.0 - beta2.powf(t),
+            lr: 1e-2,
+            weight_decay,
+            grad_scale,
+        }
+    }
+
+    fn max_rel_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+        let (a, b) = (a.to_dtype(DType::F64)?, b.to_dtype(DType::F64)?);
+        let scale = a.abs()?.max_all()?.to_scalar::<f64>()?.max(1e-30);
+        Ok((a - b)?.abs()?.max_all()?.to_scalar::<f64>()? / scale)
+    }
+
+    #[test]
+    fn the_fused_update_matches_the_candle_composition() -> Result<()> {
+        for (dtype, tol) in [(DType::F32, 1e-6), (DType::F64, 1e-14)] {
+            for (decay, scale) in [(0.0, 1.0), (0.05, 0.3)] {
+                let mut rng = rng_from_seed(1);
+                let mut draw = |k: f64| -> Result<Tensor> {
+                    Ok((standard_normal((7, 33), dtype, &Device::Cpu, &mut rng)? * k)?)
+                };
+                let (theta, g, m) = (draw(1.0)?, draw(0.5)?, draw(0.1)?);
+                let v = draw(0.1)?.sqr()?;
+                let s = scalars(decay, scale);
+                let fused = update(&theta, &g, &m, &v, &s)?.expect("contiguous CPU tensors");
+                let moments = Moments { m: m.clone(), v: v.clone() };
+                let composed = composed_update(&theta, &g, &moments, &s)?;
+                for (name, a, b) in [
+                    ("theta", &fused.0, &composed.0),
+                    ("m", &fused.1, &composed.1),
+                    ("v", &fused.2, &composed.2),
+                ] {
+                    let err = max_rel_diff(a, b)?;
+                    assert!(
+                        err < tol,
+                        "{dtype:?}, decay {decay}, scale {scale}: {name} off by {err:e}"
+                    );
+                    assert_eq!(a.dims(), theta.dims());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn strided_tensors_are_left_to_the_composition() -> Result<()> {
+        let mut rng = rng_from_seed(2);
+        let theta = standard_normal((4, 6), DType::F32, &Device::Cpu, &mut rng)?;
+        let strided = standard_normal((6, 4), DType::F32, &Device::Cpu, &mut rng)?.t()?;
+        let zeros = theta.zeros_like()?;
+        assert!(update(&theta, &strided, &zeros, &zeros, &scalars(0.0, 1.0))?.is_none());
+        assert!(sum_of_squares(&strided).is_none());
+        let expected = theta.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        let got = sum_of_squares(&theta).expect("contiguous");
+        assert!((got - expected).abs() < 1e-4 * expected);
+        Ok(())
+    }
+}
