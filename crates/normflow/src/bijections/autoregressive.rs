@@ -4,6 +4,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::affine_op::affine_forward;
 use super::affine_params::{log_scale, LOG_SCALE_BOUND};
 use super::Bijection;
 use crate::nn::{Activation, Made, MadeConfig, MadeHiddenDegrees, MadeOrder};
@@ -128,9 +129,7 @@ impl MaskedAffineAutoregressive {
 
 impl Bijection for MaskedAffineAutoregressive {
     fn forward_and_ladj(&self, x: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
-        let (t, s) = self.shift_and_log_scale(x, context)?;
-        let z = ((x * s.exp()?)? + t)?;
-        Ok((z, s.sum(1)?))
+        affine_forward(x, &self.made.forward(x, context)?)
     }
 
     fn inverse_and_ladj(&self, z: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor)> {

@@ -4,6 +4,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::affine_op::affine_forward;
 use super::affine_params::log_scale;
 use super::{zero_ladj, Bijection};
 use crate::nn::{Activation, Mlp, MlpConfig};
@@ -254,9 +255,8 @@ impl AffineCoupling {
 impl Bijection for AffineCoupling {
     fn forward_and_ladj(&self, x: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         let (x_a, x_b, p) = self.core.split(x, context)?;
-        let s = log_scale(&param(&p, 1)?)?;
-        let z_b = ((x_b * s.exp()?)? + param(&p, 0)?)?;
-        Ok((self.core.merge(&x_a, &z_b)?, s.sum(1)?))
+        let (z_b, ladj) = affine_forward(&x_b, &p)?;
+        Ok((self.core.merge(&x_a, &z_b)?, ladj))
     }
 
     fn inverse_and_ladj(&self, z: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor)> {

@@ -16,6 +16,7 @@
 //! when given, is `(B, context_features)`.
 
 mod actnorm;
+mod affine_op;
 mod affine_params;
 mod autoregressive;
 mod batch_norm;

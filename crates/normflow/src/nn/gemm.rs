@@ -35,12 +35,18 @@ pub trait Real:
     fn to_f64(self) -> f64;
     /// Square root.
     fn sqrt(self) -> Self;
+    /// Exponential.
+    fn exp(self) -> Self;
 }
 
 impl Real for f32 {
     #[inline]
     fn sqrt(self) -> Self {
         f32::sqrt(self)
+    }
+    #[inline]
+    fn exp(self) -> Self {
+        f32::exp(self)
     }
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
@@ -58,6 +64,10 @@ impl Real for f64 {
     #[inline]
     fn sqrt(self) -> Self {
         f64::sqrt(self)
+    }
+    #[inline]
+    fn exp(self) -> Self {
+        f64::exp(self)
     }
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
