@@ -367,9 +367,12 @@ impl LayerPlan {
     }
 }
 
-/// Threads the fused layers use: candle's setting (`RAYON_NUM_THREADS`, the CLI's `--threads`).
+/// Threads the fused layers use: candle's setting (`RAYON_NUM_THREADS`, the CLI's `--threads`),
+/// read once. Without that variable candle counts physical cores through sysfs on every call,
+/// which, once per op, cost a quarter of a training step's CPU time.
 fn parallel_threads() -> usize {
-    candle_core::utils::get_num_threads().max(1)
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| candle_core::utils::get_num_threads().max(1))
 }
 
 /// Batch rows per parallel piece: the batch split evenly over the threads, but no piece under
