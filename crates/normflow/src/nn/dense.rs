@@ -183,25 +183,31 @@ impl LayerPlan {
     }
 
     /// `W'` (sorted, masked), borrowed when the layer is dense. Entries past each row group's
-    /// prefix are never read, so they are left at zero rather than gathered.
+    /// prefix are never read, so they are set to zero rather than gathered. Every entry is
+    /// written once, in order (no zero-fill first: with freed memory reused, that memset cost
+    /// as much as the gather).
     pub(crate) fn sorted_weights<'a, T: Real>(&self, w: &'a [T]) -> Cow<'a, [T]> {
         let (Some(rows), Some(cols), Some(mask)) = (&self.rows, &self.cols, &self.mask) else {
             return Cow::Borrowed(w);
         };
         let n = self.inputs;
-        let mut out = vec![T::ZERO; self.outputs * n];
+        let mut out = Vec::with_capacity(self.outputs * n);
+        // The groups cover the sorted rows 0..outputs in order.
         for grp in &self.groups {
             for a in grp.start..grp.end {
                 let src = &w[rows[a] * n..(rows[a] + 1) * n];
-                let dst = &mut out[a * n..a * n + grp.prefix];
                 let keep = &mask[a * n..a * n + grp.prefix];
-                for ((d, &col), &m) in dst.iter_mut().zip(cols).zip(keep) {
+                out.extend(cols[..grp.prefix].iter().zip(keep).map(|(&col, &m)| {
                     if m {
-                        *d = src[col];
+                        src[col]
+                    } else {
+                        T::ZERO
                     }
-                }
+                }));
+                out.extend(std::iter::repeat_n(T::ZERO, n - grp.prefix));
             }
         }
+        debug_assert_eq!(out.len(), self.outputs * n);
         Cow::Owned(out)
     }
 
