@@ -7,6 +7,7 @@ of absolute figures (noisy on shared machines) and of ratios normflow / faster p
 """
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -68,15 +69,17 @@ def run_peer(lib, family, train, test, args):
     log_det = float(np.log(std).sum())
     flow, log_prob, sample = peer_flow(lib, family, train.shape[1], args.layers, args.hidden)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
-    start = time.perf_counter()
-    for _ in range(args.epochs):
+    train_s = 0.0
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
         perm = torch.randperm(len(xt))
         for i in range(0, len(xt), args.batch):
             loss = -log_prob(xt[perm[i : i + args.batch]]).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
-    train_s = time.perf_counter() - start
+        if epoch >= args.warmup_epochs:
+            train_s += time.perf_counter() - start
     with torch.no_grad():
         evaluation = torch.tensor((evaluation_rows(train, test) - mean) / std, dtype=torch.float32)
         start = time.perf_counter()
@@ -91,12 +94,17 @@ def run_peer(lib, family, train, test, args):
         sample_s = time.perf_counter() - start
     n_samples = 4096 * ((args.samples + 4095) // 4096)
     return {
-        "train_rows_per_second": args.epochs * len(xt) / train_s,
+        "train_rows_per_second": timed_epochs(args) * len(xt) / train_s,
         "log_prob_rows_per_second": len(evaluation) / lp_s,
         "sample_rows_per_second": n_samples / sample_s,
         "test_log_prob": float(lp.mean()),
         "test_stderr": float(lp.std(ddof=1) / np.sqrt(len(lp))),
     }
+
+
+def timed_epochs(args):
+    """Epochs that count in the training throughput: all but the first `--warmup-epochs`."""
+    return args.epochs - args.warmup_epochs
 
 
 def run_normflow(binary, family, train, test, args):
@@ -117,6 +125,11 @@ def run_normflow(binary, family, train, test, args):
             check=True, capture_output=True, text=True,
         )
         trained = json.loads(out.stdout.strip().splitlines()[-1])
+        # Per-epoch training seconds (optimization only) from the model's log, as for the peers.
+        with open(os.path.join(model, "train_log.csv")) as f:
+            log = list(csv.DictReader(f))
+        busy = sum(len(train) / float(r["rows_per_second"]) for r in log[args.warmup_epochs:])
+        train_rows_per_second = timed_epochs(args) * len(train) / busy
         both = os.path.join(tmp, "both.csv")
         np.savetxt(both, evaluation_rows(train, test), delimiter=",", fmt="%.17g")
         out = subprocess.run([binary, "eval", "--model", model, "--data", both] + common,
@@ -127,7 +140,7 @@ def run_normflow(binary, family, train, test, args):
                              check=True, capture_output=True, text=True)
         sampled = json.loads(out.stdout.strip().splitlines()[-1])
     return {
-        "train_rows_per_second": trained["train_rows_per_second"],
+        "train_rows_per_second": train_rows_per_second,
         "log_prob_rows_per_second": evaluated["rows_per_second"],
         "sample_rows_per_second": sampled["rows_per_second"],
         "test_log_prob": trained["test_log_prob"],
@@ -143,6 +156,9 @@ def main():
                    help="folder of the CSV files (default: $NORMFLOW_TABULAR or ../shared/data/tabular)")
     p.add_argument("--flows", nargs="+", default=["maf", "realnvp"])
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--warmup-epochs", type=int, default=1,
+                   help="first epochs left out of the training throughput, for every library "
+                        "(first-touch page faults, lazy initialization); 0 counts them all")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--hidden", type=int, default=256)
@@ -154,11 +170,14 @@ def main():
                         "spin-waiting thread teams collapse when cores are oversubscribed")
     p.add_argument("--json", help="also write all figures to this JSON file")
     args = p.parse_args()
+    if not 0 <= args.warmup_epochs < args.epochs:
+        p.error("--warmup-epochs must be at least 0 and less than --epochs")
     if args.peer_threads:
         torch.set_num_threads(args.peer_threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{args.layers} layers, 2 hidden layers of {args.hidden}, batch {args.batch}, "
-          f"{args.epochs} epochs", file=sys.stderr)
+          f"{args.epochs} epochs (training throughput over the last "
+          f"{timed_epochs(args)})", file=sys.stderr)
     results = []
     metrics = ["train_rows_per_second", "log_prob_rows_per_second", "sample_rows_per_second"]
     header = f"{'data':<12}{'flow':<9}{'library':<10}" + "".join(
