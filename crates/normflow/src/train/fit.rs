@@ -225,6 +225,46 @@ pub fn log_probs(
     Ok(out)
 }
 
+/// One maximum-likelihood optimization step on the batch `x` (with `context`): loss
+/// `-mean log p(x | c)`, backward, gradient-norm clipping to `clip`, one Adam step with `lr`.
+/// Returns `None`, changing nothing, when the loss or the gradient is not finite, otherwise
+/// the batch's loss. This is the step [`fit`] takes for every batch.
+///
+/// The optimized loss adds the model's auxiliary term ([`Distribution::auxiliary_loss`], e.g.
+/// RNODE's penalties) to `-mean log p`; the reported loss is `-mean log p` alone. Batches of at
+/// least `2 * TRAINING_SLICE_ROWS` rows of a model whose rows are independent
+/// ([`Distribution::rows_independent`]) are cut into row slices, each with its own graph on its
+/// own core ([`crate::parallel`]), and the slices' gradients summed.
+pub fn maximum_likelihood_step(
+    model: &dyn Distribution,
+    store: &ParamStore,
+    adam: &mut Adam,
+    x: &Tensor,
+    context: Option<&Tensor>,
+    clip: Option<f64>,
+    lr: f64,
+) -> Result<Option<f64>> {
+    if model.rows_independent() && x.dim(0)? >= 2 * TRAINING_SLICE_ROWS {
+        let (loss, grads) =
+            sliced_nll_and_gradients(model, store, x, context, TRAINING_SLICE_ROWS)?;
+        let Some(grads) = grads else {
+            return Ok(None);
+        };
+        return Ok(guarded_update(store, adam, grads, clip, lr)?.then_some(loss));
+    }
+    let nll = model.log_prob(x, context)?.mean_all()?.neg()?;
+    // Regularizers a layer reports (e.g. FFJORD's RNODE terms) join the optimized loss;
+    // the reported loss stays the negative log-likelihood.
+    let loss = match model.auxiliary_loss()? {
+        Some(aux) => (&nll + aux.to_dtype(x.dtype())?)?,
+        None => nll.clone(),
+    };
+    match guarded_step(store, adam, &loss, clip, lr)? {
+        Some(_) => Ok(Some(to_f64(&nll)?)),
+        None => Ok(None),
+    }
+}
+
 struct Run<'a> {
     model: &'a dyn Distribution,
     store: &'a ParamStore,
@@ -343,44 +383,10 @@ impl Run<'_> {
         Ok(self.observer.on_epoch(&stats))
     }
 
-    /// One optimization step on a batch; `None` (and nothing changed) when the loss or the
-    /// gradient is not finite, otherwise the batch's loss.
-    ///
-    /// The optimized loss adds the model's auxiliary term ([`Distribution::auxiliary_loss`],
-    /// e.g. RNODE's penalties) to `-mean log p`; the reported loss is `-mean log p` alone.
+    /// One optimization step on a batch ([`maximum_likelihood_step`]).
     fn try_step(&mut self, x: &Tensor, context: Option<&Tensor>, lr: f64) -> Result<Option<f64>> {
-        if self.model.rows_independent() && x.dim(0)? >= 2 * TRAINING_SLICE_ROWS {
-            return self.try_sliced_step(x, context, lr);
-        }
-        let nll = self.model.log_prob(x, context)?.mean_all()?.neg()?;
-        // Regularizers a layer reports (e.g. FFJORD's RNODE terms) join the optimized loss;
-        // the reported loss stays the negative log-likelihood.
-        let loss = match self.model.auxiliary_loss()? {
-            Some(aux) => (&nll + aux.to_dtype(x.dtype())?)?,
-            None => nll.clone(),
-        };
-        match guarded_step(self.store, &mut self.adam, &loss, self.config.clip_grad_norm, lr)? {
-            Some(_) => Ok(Some(to_f64(&nll)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// [`Self::try_step`] with the batch cut into row slices, each with its own graph on its
-    /// own core ([`sliced_nll_and_gradients`]).
-    fn try_sliced_step(
-        &mut self,
-        x: &Tensor,
-        context: Option<&Tensor>,
-        lr: f64,
-    ) -> Result<Option<f64>> {
-        let (loss, grads) =
-            sliced_nll_and_gradients(self.model, self.store, x, context, TRAINING_SLICE_ROWS)?;
-        let Some(grads) = grads else {
-            return Ok(None);
-        };
-        let applied =
-            guarded_update(self.store, &mut self.adam, grads, self.config.clip_grad_norm, lr)?;
-        Ok(applied.then_some(loss))
+        let clip = self.config.clip_grad_norm;
+        maximum_likelihood_step(self.model, self.store, &mut self.adam, x, context, clip, lr)
     }
 
     /// Back to the best state (model and optimizer), with half the learning rate.
