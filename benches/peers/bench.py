@@ -37,12 +37,39 @@ def peer_flow(lib, family, features, layers, hidden):
     if lib == "zuko":
         import zuko
 
-        cls = {"maf": zuko.flows.MAF, "realnvp": zuko.flows.RealNVP}[family]
-        flow = cls(features, transforms=layers, hidden_features=(hidden, hidden))
+        if family == "nsf":
+            # Rational-quadratic spline couplings (passes=2), 8 bins on [-5, 5] as normflow's nsf.
+            flow = zuko.flows.NSF(features, transforms=layers, hidden_features=(hidden, hidden),
+                                  bins=8, passes=2)
+        else:
+            cls = {"maf": zuko.flows.MAF, "realnvp": zuko.flows.RealNVP}[family]
+            flow = cls(features, transforms=layers, hidden_features=(hidden, hidden))
         return flow, (lambda x: flow().log_prob(x)), (lambda n: flow().sample((n,)))
     import nflows.flows as nf
 
-    if family == "maf":
+    if family == "nsf":
+        from nflows import distributions, transforms
+        from nflows.nn.nets import MLP
+
+        class Conditioner(torch.nn.Module):
+            """An MLP of two hidden layers; nflows' couplings pass a context it ignores."""
+
+            def __init__(self, n_in, n_out):
+                super().__init__()
+                self.mlp = MLP((n_in,), (n_out,), [hidden, hidden])
+
+            def forward(self, x, context=None):
+                return self.mlp(x)
+
+        steps = []
+        for i in range(layers):
+            mask = torch.ones(features)
+            mask[i % 2::2] = -1  # alternate which half is transformed
+            steps.append(transforms.PiecewiseRationalQuadraticCouplingTransform(
+                mask, Conditioner, num_bins=8, tails="linear", tail_bound=5.0))
+        flow = nf.Flow(transforms.CompositeTransform(steps),
+                       distributions.StandardNormal([features]))
+    elif family == "maf":
         # One initial masked layer + one masked block = two hidden layers, as in normflow/zuko.
         flow = nf.MaskedAutoregressiveFlow(
             features, hidden, layers, num_blocks_per_layer=1, use_residual_blocks=False
@@ -154,7 +181,8 @@ def main():
     p.add_argument("--data", nargs="+", default=["power_plant", "protein"])
     p.add_argument("--data-dir", default=SHARED,
                    help="folder of the CSV files (default: $NORMFLOW_TABULAR or ../shared/data/tabular)")
-    p.add_argument("--flows", nargs="+", default=["maf", "realnvp"])
+    p.add_argument("--flows", nargs="+", default=["maf", "realnvp", "nsf"],
+                   choices=["maf", "realnvp", "nsf"])
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--warmup-epochs", type=int, default=1,
                    help="first epochs left out of the training throughput, for every library "
