@@ -148,7 +148,7 @@ def run_normflow(binary, family, train, test, args):
             [binary, "train", "--data", paths["train"], "--test", paths["test"], "--flow", family,
              "--layers", str(args.layers), "--hidden", str(args.hidden), "--blocks", "2",
              "--batch", str(args.batch), "--epochs", str(args.epochs), "--val-frac", "0",
-             "--lr", "1e-3", "--out", model, "--no-plot"] + common,
+             "--lr", "1e-3", "--clip", "0", "--out", model, "--no-plot"] + common,
             check=True, capture_output=True, text=True,
         )
         trained = json.loads(out.stdout.strip().splitlines()[-1])
