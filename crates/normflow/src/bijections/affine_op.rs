@@ -19,7 +19,8 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::affine_params::{log_scale, LOG_SCALE_BOUND};
 use crate::nn::fused::fusable;
-use crate::nn::gemm::{contiguous, Real};
+use crate::nn::gemm::Real;
+use crate::nn::host_op::{run2, run3, Kernel2, Kernel3};
 use crate::Result;
 
 /// `(z, ladj)` of the affine transform (module docs) of `x: (B, K)` by `params: (B, K, 2)`.
@@ -53,6 +54,29 @@ fn clamp<T: Real>(r: T, inv_bound: T) -> (T, T) {
 
 struct AffineOp;
 
+/// The forward kernel on `x (B, K)` and `params (B, K, 2)`: `[z | ladj]` rows of `K + 1`.
+struct Forward {
+    k: usize,
+}
+
+impl Kernel2 for Forward {
+    fn run<T: Real>(&self, x: &[T], p: &[T]) -> candle_core::Result<Vec<T>> {
+        let k = self.k.max(1);
+        let inv_bound = T::from_f64(1.0 / LOG_SCALE_BOUND);
+        let mut out = Vec::with_capacity(x.len() / k * (self.k + 1));
+        for (x, p) in x.chunks_exact(k).zip(p.chunks_exact(2 * k)) {
+            let mut ladj = T::ZERO;
+            for (&xj, tr) in x.iter().zip(p.chunks_exact(2)) {
+                let (s, _) = clamp(tr[1], inv_bound);
+                out.push(xj * s.exp() + tr[0]);
+                ladj += s;
+            }
+            out.push(ladj);
+        }
+        Ok(out)
+    }
+}
+
 impl CustomOp2 for AffineOp {
     fn name(&self) -> &'static str {
         "affine"
@@ -65,30 +89,8 @@ impl CustomOp2 for AffineOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Real>(x: &[T], p: &[T], k: usize) -> Vec<T> {
-            let inv_bound = T::from_f64(1.0 / LOG_SCALE_BOUND);
-            let mut out = Vec::with_capacity(x.len() / k.max(1) * (k + 1));
-            for (x, p) in x.chunks_exact(k.max(1)).zip(p.chunks_exact(2 * k.max(1))) {
-                let mut ladj = T::ZERO;
-                for (&xj, tr) in x.iter().zip(p.chunks_exact(2)) {
-                    let (s, _) = clamp(tr[1], inv_bound);
-                    out.push(xj * s.exp() + tr[0]);
-                    ladj += s;
-                }
-                out.push(ladj);
-            }
-            out
-        }
         let (batch, k) = l1.shape().dims2()?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(p)) => {
-                CpuStorage::F32(run(contiguous(x, l1, "affine")?, contiguous(p, l2, "affine")?, k))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(p)) => {
-                CpuStorage::F64(run(contiguous(x, l1, "affine")?, contiguous(p, l2, "affine")?, k))
-            }
-            _ => candle_core::bail!("affine: f32 or f64 tensors of one dtype"),
-        };
+        let out = run2("affine", &Forward { k }, (s1, l1), (s2, l2))?;
         Ok((out, Shape::from((batch, k + 1))))
     }
 
@@ -110,6 +112,35 @@ impl CustomOp2 for AffineOp {
 /// `(grad (B, K + 1), x (B, K), params (B, K, 2)) -> [dx | dparams]`, flat.
 struct AffineGrad;
 
+/// The backward kernel (module docs).
+struct Backward {
+    k: usize,
+}
+
+impl Kernel3 for Backward {
+    fn run<T: Real>(&self, g: &[T], x: &[T], p: &[T]) -> candle_core::Result<Vec<T>> {
+        let k = self.k;
+        let inv_bound = T::from_f64(1.0 / LOG_SCALE_BOUND);
+        let rows = x.len() / k.max(1);
+        let mut dx = Vec::with_capacity(rows * k * 3);
+        let mut dp = Vec::with_capacity(rows * k * 2);
+        for ((g, x), p) in
+            g.chunks_exact(k + 1).zip(x.chunks_exact(k.max(1))).zip(p.chunks_exact(2 * k.max(1)))
+        {
+            let dladj = g[k];
+            for ((&dz, &xj), tr) in g.iter().zip(x).zip(p.chunks_exact(2)) {
+                let (s, ds) = clamp(tr[1], inv_bound);
+                let scale = s.exp();
+                dx.push(dz * scale);
+                dp.push(dz);
+                dp.push((dz * xj * scale + dladj) * ds);
+            }
+        }
+        dx.extend(dp);
+        Ok(dx)
+    }
+}
+
 impl CustomOp3 for AffineGrad {
     fn name(&self) -> &'static str {
         "affine-grad"
@@ -124,28 +155,6 @@ impl CustomOp3 for AffineGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Real>(g: &[T], x: &[T], p: &[T], k: usize) -> Vec<T> {
-            let inv_bound = T::from_f64(1.0 / LOG_SCALE_BOUND);
-            let rows = x.len() / k.max(1);
-            let mut dx = Vec::with_capacity(rows * k * 3);
-            let mut dp = Vec::with_capacity(rows * k * 2);
-            for ((g, x), p) in g
-                .chunks_exact(k + 1)
-                .zip(x.chunks_exact(k.max(1)))
-                .zip(p.chunks_exact(2 * k.max(1)))
-            {
-                let dladj = g[k];
-                for ((&dz, &xj), tr) in g.iter().zip(x).zip(p.chunks_exact(2)) {
-                    let (s, ds) = clamp(tr[1], inv_bound);
-                    let scale = s.exp();
-                    dx.push(dz * scale);
-                    dp.push(dz);
-                    dp.push((dz * xj * scale + dladj) * ds);
-                }
-            }
-            dx.extend(dp);
-            dx
-        }
         let (batch, k1) = l1.shape().dims2()?;
         let k = k1.saturating_sub(1);
         if l2.shape().dims() != [batch, k] || l3.shape().dims() != [batch, k, 2] {
@@ -156,21 +165,7 @@ impl CustomOp3 for AffineGrad {
                 l3.shape()
             );
         }
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(g), CpuStorage::F32(x), CpuStorage::F32(p)) => CpuStorage::F32(run(
-                contiguous(g, l1, "affine-grad")?,
-                contiguous(x, l2, "affine-grad")?,
-                contiguous(p, l3, "affine-grad")?,
-                k,
-            )),
-            (CpuStorage::F64(g), CpuStorage::F64(x), CpuStorage::F64(p)) => CpuStorage::F64(run(
-                contiguous(g, l1, "affine-grad")?,
-                contiguous(x, l2, "affine-grad")?,
-                contiguous(p, l3, "affine-grad")?,
-                k,
-            )),
-            _ => candle_core::bail!("affine-grad: f32 or f64 tensors of one dtype"),
-        };
+        let out = run3("affine-grad", &Backward { k }, (s1, l1), (s2, l2), (s3, l3))?;
         Ok((out, Shape::from(batch * k * 3)))
     }
 }

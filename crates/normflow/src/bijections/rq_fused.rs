@@ -11,7 +11,8 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::rq_kernel::{apply, backward, Geometry, Knots};
-use crate::nn::gemm::contiguous;
+use crate::nn::gemm::Real;
+use crate::nn::host_op::{run2, run3, Kernel2, Kernel3};
 use crate::Result;
 
 /// `(out, log|d out / d in|)`, both `(B, D)`, of the spline (or its inverse when `inverse`)
@@ -32,30 +33,6 @@ pub(crate) fn fused(
 struct SplineOp {
     geometry: Geometry,
     inverse: bool,
-}
-
-/// The float types the kernels run on; the math is done in f64.
-trait Real: Copy {
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
-}
-
-impl Real for f32 {
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-}
-
-impl Real for f64 {
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn from_f64(v: f64) -> Self {
-        v
-    }
 }
 
 /// `(B, D)` and `P` of the input and parameters, checked against each other.
@@ -86,6 +63,18 @@ fn forward_run<T: Real>(g: &Geometry, v: &[T], raw: &[T], inverse: bool) -> Vec<
     out
 }
 
+impl Kernel2 for SplineOp {
+    fn run<T: Real>(&self, v: &[T], raw: &[T]) -> candle_core::Result<Vec<T>> {
+        Ok(forward_run(&self.geometry, v, raw, self.inverse))
+    }
+}
+
+impl Kernel3 for SplineGradOp {
+    fn run<T: Real>(&self, v: &[T], raw: &[T], grad: &[T]) -> candle_core::Result<Vec<T>> {
+        Ok(backward_run(&self.0.geometry, v, raw, grad, self.0.inverse))
+    }
+}
+
 impl CustomOp2 for SplineOp {
     fn name(&self) -> &'static str {
         "rq-spline"
@@ -100,21 +89,7 @@ impl CustomOp2 for SplineOp {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
         let (b, d) = dims(g, l1, l2)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(v), CpuStorage::F32(r)) => CpuStorage::F32(forward_run(
-                g,
-                contiguous(v, l1, "rq spline input")?,
-                contiguous(r, l2, "rq spline parameter tensor")?,
-                self.inverse,
-            )),
-            (CpuStorage::F64(v), CpuStorage::F64(r)) => CpuStorage::F64(forward_run(
-                g,
-                contiguous(v, l1, "rq spline input")?,
-                contiguous(r, l2, "rq spline parameter tensor")?,
-                self.inverse,
-            )),
-            _ => candle_core::bail!("rq spline: f32 or f64 tensors of one dtype"),
-        };
+        let out = run2("rq spline", self, (s1, l1), (s2, l2))?;
         Ok((out, Shape::from((2, b, d))))
     }
 
@@ -180,32 +155,12 @@ impl CustomOp3 for SplineGradOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let SplineOp { geometry: g, inverse } = &self.0;
+        let g = &self.0.geometry;
         let (b, d) = dims(g, l1, l2)?;
         if l3.shape().dims() != [2, b, d] {
             candle_core::bail!("rq spline: gradient {:?}, expected (2, {b}, {d})", l3.shape());
         }
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(v), CpuStorage::F32(r), CpuStorage::F32(gr)) => {
-                CpuStorage::F32(backward_run(
-                    g,
-                    contiguous(v, l1, "rq spline input")?,
-                    contiguous(r, l2, "rq spline parameter tensor")?,
-                    contiguous(gr, l3, "rq spline gradient")?,
-                    *inverse,
-                ))
-            }
-            (CpuStorage::F64(v), CpuStorage::F64(r), CpuStorage::F64(gr)) => {
-                CpuStorage::F64(backward_run(
-                    g,
-                    contiguous(v, l1, "rq spline input")?,
-                    contiguous(r, l2, "rq spline parameter tensor")?,
-                    contiguous(gr, l3, "rq spline gradient")?,
-                    *inverse,
-                ))
-            }
-            _ => candle_core::bail!("rq spline gradient: f32 or f64 tensors of one dtype"),
-        };
+        let out = run3("rq spline gradient", self, (s1, l1), (s2, l2), (s3, l3))?;
         Ok((out, Shape::from((b, d, g.params_per_feature() + 1))))
     }
 }

@@ -20,10 +20,11 @@
 //! Other devices fall back to candle's `conv2d`. Tests compare values and both gradients with
 //! candle's composition.
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{contiguous, matmul, Parallelism, Real, View};
+use super::gemm::{matmul, Parallelism, Real, View};
+use super::host_op::{run2, run3, Kernel2, Kernel3};
 use crate::{Error, Result};
 
 /// `conv2d(x, w) + b` with stride 1 and "same" zero padding.
@@ -223,26 +224,27 @@ impl Geometry {
     }
 }
 
-/// Runs `$body` on the two operands as `&[f32]` or `&[f64]` slices, wrapping the `Vec` result.
-macro_rules! dispatch {
-    ($name:literal, $s1:expr, $l1:expr, $s2:expr, $l2:expr, |$a:ident, $b:ident| $body:expr) => {
-        match ($s1, $s2) {
-            (CpuStorage::F32($a), CpuStorage::F32($b)) => {
-                let ($a, $b) = (contiguous($a, $l1, $name)?, contiguous($b, $l2, $name)?);
-                CpuStorage::F32($body?)
-            }
-            (CpuStorage::F64($a), CpuStorage::F64($b)) => {
-                let ($a, $b) = (contiguous($a, $l1, $name)?, contiguous($b, $l2, $name)?);
-                CpuStorage::F64($body?)
-            }
-            _ => bail!(concat!($name, ": f32 or f64 tensors of one dtype")),
-        }
-    };
-}
-
 /// `(x, w, b) -> y`.
 struct Conv2dSame {
     geometry: Geometry,
+}
+
+impl Kernel3 for Conv2dSame {
+    fn run<T: Real>(&self, x: &[T], w: &[T], b: &[T]) -> candle_core::Result<Vec<T>> {
+        self.geometry.forward(x, w, b)
+    }
+}
+
+impl Kernel2 for InputGrad {
+    fn run<T: Real>(&self, dy: &[T], w: &[T]) -> candle_core::Result<Vec<T>> {
+        self.geometry.input_grad(dy, w)
+    }
+}
+
+impl Kernel2 for WeightGrad {
+    fn run<T: Real>(&self, x: &[T], dy: &[T]) -> candle_core::Result<Vec<T>> {
+        self.geometry.weight_grad(x, dy)
+    }
 }
 
 impl CustomOp3 for Conv2dSame {
@@ -260,23 +262,7 @@ impl CustomOp3 for Conv2dSame {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.geometry;
-        let y = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                CpuStorage::F32(g.forward(
-                    contiguous(x, l1, "conv2d_same")?,
-                    contiguous(w, l2, "conv2d_same")?,
-                    contiguous(b, l3, "conv2d_same")?,
-                )?)
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                CpuStorage::F64(g.forward(
-                    contiguous(x, l1, "conv2d_same")?,
-                    contiguous(w, l2, "conv2d_same")?,
-                    contiguous(b, l3, "conv2d_same")?,
-                )?)
-            }
-            _ => bail!("conv2d-same: f32 or f64 tensors of one dtype"),
-        };
+        let y = run3("conv2d-same", self, (s1, l1), (s2, l2), (s3, l3))?;
         Ok((y, Shape::from((g.batch, g.outputs, g.height, g.width))))
     }
 
@@ -318,7 +304,7 @@ impl CustomOp2 for InputGrad {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.geometry;
-        let dx = dispatch!("conv2d-same-input-grad", s1, l1, s2, l2, |dy, w| g.input_grad(dy, w));
+        let dx = run2("conv2d-same-input-grad", self, (s1, l1), (s2, l2))?;
         Ok((dx, Shape::from((g.batch, g.channels, g.height, g.width))))
     }
 }
@@ -341,7 +327,7 @@ impl CustomOp2 for WeightGrad {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.geometry;
-        let dw = dispatch!("conv2d-same-weight-grad", s1, l1, s2, l2, |x, dy| g.weight_grad(x, dy));
+        let dw = run2("conv2d-same-weight-grad", self, (s1, l1), (s2, l2))?;
         Ok((dw, Shape::from(g.outputs * g.patch() + g.outputs)))
     }
 }

@@ -11,6 +11,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
 use super::gemm::Real;
+use super::host_op::{run1, run2, Kernel1, Kernel2};
 use crate::Result;
 
 /// Which activation follows the bias.
@@ -72,15 +73,7 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Real>(x: &[T]) -> Vec<T> {
-            x.iter().map(|&v| FusedActivation::Relu.apply(v)).collect()
-        }
-        let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(run(contiguous(x, l)?)),
-            CpuStorage::F64(x) => CpuStorage::F64(run(contiguous(x, l)?)),
-            _ => candle_core::bail!("relu: f32 or f64 tensors"),
-        };
-        Ok((out, l.shape().clone()))
+        Ok((run1("relu", self, s, l)?, l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -97,12 +90,27 @@ pub fn unfused(h: &Tensor, b: &Tensor, act: FusedActivation) -> Result<Tensor> {
     })
 }
 
+impl Kernel1 for Relu {
+    fn run<T: Real>(&self, x: &[T]) -> candle_core::Result<Vec<T>> {
+        Ok(x.iter().map(|&v| FusedActivation::Relu.apply(v)).collect())
+    }
+}
+
 struct BiasAct(FusedActivation);
 
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("bias_act: expected a contiguous tensor"),
+/// `act(h + b)` row by row, for rows of `cols`.
+struct BiasActKernel {
+    cols: usize,
+    act: FusedActivation,
+}
+
+impl Kernel2 for BiasActKernel {
+    fn run<T: Real>(&self, h: &[T], b: &[T]) -> candle_core::Result<Vec<T>> {
+        let mut out = Vec::with_capacity(h.len());
+        for row in h.chunks_exact(self.cols.max(1)) {
+            out.extend(row.iter().zip(b).map(|(&v, &bias)| self.act.apply(v + bias)));
+        }
+        Ok(out)
     }
 }
 
@@ -122,23 +130,8 @@ impl CustomOp2 for BiasAct {
         if l2.shape().dims() != [cols] {
             candle_core::bail!("bias_act: bias {:?} does not match ({rows}, {cols})", l2.shape());
         }
-        fn run<T: Real>(h: &[T], b: &[T], cols: usize, act: FusedActivation) -> Vec<T> {
-            let mut out = Vec::with_capacity(h.len());
-            for row in h.chunks_exact(cols) {
-                out.extend(row.iter().zip(b).map(|(&v, &bias)| act.apply(v + bias)));
-            }
-            out
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(h), CpuStorage::F32(b)) => {
-                CpuStorage::F32(run(contiguous(h, l1)?, contiguous(b, l2)?, cols, self.0))
-            }
-            (CpuStorage::F64(h), CpuStorage::F64(b)) => {
-                CpuStorage::F64(run(contiguous(h, l1)?, contiguous(b, l2)?, cols, self.0))
-            }
-            _ => candle_core::bail!("bias_act: f32 or f64 tensors of one dtype"),
-        };
-        Ok((out, l1.shape().clone()))
+        let kernel = BiasActKernel { cols, act: self.0 };
+        Ok((run2("bias_act", &kernel, (s1, l1), (s2, l2))?, l1.shape().clone()))
     }
 
     fn bwd(
@@ -161,6 +154,12 @@ impl CustomOp2 for BiasAct {
 /// `g * (y > 0)` in one pass (the ReLU's backward, given its output `y`).
 struct ReluGrad;
 
+impl Kernel2 for ReluGrad {
+    fn run<T: Real>(&self, g: &[T], y: &[T]) -> candle_core::Result<Vec<T>> {
+        Ok(g.iter().zip(y).map(|(&g, &y)| if y > T::ZERO { g } else { T::ZERO }).collect())
+    }
+}
+
 impl CustomOp2 for ReluGrad {
     fn name(&self) -> &'static str {
         "relu-grad"
@@ -173,19 +172,7 @@ impl CustomOp2 for ReluGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Real>(g: &[T], y: &[T]) -> Vec<T> {
-            g.iter().zip(y).map(|(&g, &y)| if y > T::ZERO { g } else { T::ZERO }).collect()
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(g), CpuStorage::F32(y)) => {
-                CpuStorage::F32(run(contiguous(g, l1)?, contiguous(y, l2)?))
-            }
-            (CpuStorage::F64(g), CpuStorage::F64(y)) => {
-                CpuStorage::F64(run(contiguous(g, l1)?, contiguous(y, l2)?))
-            }
-            _ => candle_core::bail!("relu_grad: f32 or f64 tensors of one dtype"),
-        };
-        Ok((out, l1.shape().clone()))
+        Ok((run2("relu_grad", self, (s1, l1), (s2, l2))?, l1.shape().clone()))
     }
 }
 

@@ -7,6 +7,7 @@ pub mod fused;
 mod gated_conv;
 pub mod gemm;
 mod gru;
+pub(crate) mod host_op;
 mod linear;
 mod made;
 mod mlp;
