@@ -243,7 +243,6 @@ fn check_row_halves(
 ) -> Result<()> {
     let batch = x.dim(0)?;
     let half = batch / 2;
-    let rows = |t: &Tensor, start: usize, len: usize| t.narrow(0, start, len);
     let halves = [(0, half), (half, batch - half)];
     let (z, ladj) = bijection.forward_and_ladj(x, context)?;
     for (inverse, input, whole, whole_ladj) in [(false, x, &z, &ladj), (true, &z, x, &ladj.neg()?)]
@@ -251,8 +250,8 @@ fn check_row_halves(
         let mut parts = Vec::new();
         let mut part_ladj = Vec::new();
         for (start, len) in halves {
-            let c = context.map(|c| rows(c, start, len)).transpose()?;
-            let input = rows(input, start, len)?;
+            let c = context.map(|c| c.narrow(0, start, len)).transpose()?;
+            let input = input.narrow(0, start, len)?;
             let (out, l) = if inverse {
                 bijection.inverse_and_ladj(&input, c.as_ref())?
             } else {

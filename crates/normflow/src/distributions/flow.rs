@@ -48,7 +48,8 @@ impl Flow {
         context: Option<&Tensor>,
         f: impl Fn(usize, usize, Option<&Tensor>) -> Result<[Tensor; K]> + Sync,
     ) -> Result<[Tensor; K]> {
-        if !self.rows_independent() || rows < 2 * INFERENCE_SLICE_ROWS {
+        // The row count first: asking the layers walks the whole chain (ActNorm reads a tensor).
+        if rows < 2 * INFERENCE_SLICE_ROWS || !self.rows_independent() {
             return f(0, rows, context);
         }
         let parts = map_row_slices(rows, INFERENCE_SLICE_ROWS, |start, len| {

@@ -14,9 +14,8 @@ use super::data::{
 use super::observer::{nan_as_null, Control, EpochStats, MeanEvaluations, TrainObserver};
 use super::schedule::LrScheduler;
 use super::state::{Snapshot, TrainProgress, TrainState};
-use super::step::{guarded_step, guarded_update, sliced_nll_and_gradients, to_f64};
+use super::step::maximum_likelihood_step;
 use crate::distributions::Distribution;
-use crate::parallel::TRAINING_SLICE_ROWS;
 use crate::params::ParamStore;
 use crate::{ensure_config, Error, Result};
 
@@ -223,46 +222,6 @@ pub fn log_probs(
         out.extend(lp.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.to_vec1::<f64>()?);
     }
     Ok(out)
-}
-
-/// One maximum-likelihood optimization step on the batch `x` (with `context`): loss
-/// `-mean log p(x | c)`, backward, gradient-norm clipping to `clip`, one Adam step with `lr`.
-/// Returns `None`, changing nothing, when the loss or the gradient is not finite, otherwise
-/// the batch's loss. This is the step [`fit`] takes for every batch.
-///
-/// The optimized loss adds the model's auxiliary term ([`Distribution::auxiliary_loss`], e.g.
-/// RNODE's penalties) to `-mean log p`; the reported loss is `-mean log p` alone. Batches of at
-/// least `2 * TRAINING_SLICE_ROWS` rows of a model whose rows are independent
-/// ([`Distribution::rows_independent`]) are cut into row slices, each with its own graph on its
-/// own core ([`crate::parallel`]), and the slices' gradients summed.
-pub fn maximum_likelihood_step(
-    model: &dyn Distribution,
-    store: &ParamStore,
-    adam: &mut Adam,
-    x: &Tensor,
-    context: Option<&Tensor>,
-    clip: Option<f64>,
-    lr: f64,
-) -> Result<Option<f64>> {
-    if model.rows_independent() && x.dim(0)? >= 2 * TRAINING_SLICE_ROWS {
-        let (loss, grads) =
-            sliced_nll_and_gradients(model, store, x, context, TRAINING_SLICE_ROWS)?;
-        let Some(grads) = grads else {
-            return Ok(None);
-        };
-        return Ok(guarded_update(store, adam, grads, clip, lr)?.then_some(loss));
-    }
-    let nll = model.log_prob(x, context)?.mean_all()?.neg()?;
-    // Regularizers a layer reports (e.g. FFJORD's RNODE terms) join the optimized loss;
-    // the reported loss stays the negative log-likelihood.
-    let loss = match model.auxiliary_loss()? {
-        Some(aux) => (&nll + aux.to_dtype(x.dtype())?)?,
-        None => nll.clone(),
-    };
-    match guarded_step(store, adam, &loss, clip, lr)? {
-        Some(_) => Ok(Some(to_f64(&nll)?)),
-        None => Ok(None),
-    }
 }
 
 struct Run<'a> {

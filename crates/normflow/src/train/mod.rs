@@ -50,13 +50,13 @@ mod step;
 pub use adam::{Adam, AdamConfig, STEP_TENSOR};
 pub use config::TrainConfig;
 pub use data::validation_split;
-pub use fit::{fit, fit_from, log_probs, maximum_likelihood_step, mean_log_prob, TrainReport};
+pub use fit::{fit, fit_from, log_probs, mean_log_prob, TrainReport};
 pub(crate) use observer::nan_as_null;
 pub use observer::{Control, EpochStats, MeanEvaluations, NoopObserver, TrainObserver};
 pub use schedule::{LrSchedule, LrScheduler, PlateauState};
 pub use state::{Snapshot, TrainProgress, TrainState};
-pub use step::guarded_step;
 pub(crate) use step::to_f64;
+pub use step::{guarded_step, maximum_likelihood_step};
 
 #[cfg(test)]
 mod tests;
