@@ -23,6 +23,26 @@ pub const TRAINING_SLICE_ROWS: usize = 256;
 /// slices amortize each op's fixed cost.
 pub const INFERENCE_SLICE_ROWS: usize = 1024;
 
+/// Rows per training slice that convolutional layers ask for
+/// ([`crate::Bijection::training_slice_rows`]): a row is a whole image, whose convolutions cost
+/// thousands of times a slice's fixed cost (its graph, a parameter-sized gradient), so a batch
+/// of 64 images splits into four slices. Measured on Glow, MNIST, batch 64, two threads: slices
+/// of 8, 16 and 32 images train at 1.15-1.35x the unsliced step; MLP-conditioned layers at 16
+/// rows run 3-4x slower than at 256, as each slice gathers and differentiates every weight.
+pub const IMAGE_SLICE_ROWS: usize = 16;
+
+/// Inference slices are this many times a model's training slice ([`INFERENCE_SLICE_ROWS`] is
+/// four times [`TRAINING_SLICE_ROWS`]).
+pub const INFERENCE_SLICE_FACTOR: usize = 4;
+
+/// The smaller of two slice-size requests (`None`: no request).
+pub fn fewer_rows(a: Option<usize>, b: Option<usize>) -> Option<usize> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// `(start, len)` of the slices of `n` rows with at most about `slice_rows` rows each, as even
 /// as possible (lengths differ by at most one). One slice when `n < 2 * slice_rows`.
 pub fn row_slices(n: usize, slice_rows: usize) -> Vec<(usize, usize)> {

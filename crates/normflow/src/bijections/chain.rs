@@ -3,6 +3,7 @@
 use candle_core::Tensor;
 
 use super::{zero_ladj, Bijection};
+use crate::parallel::fewer_rows;
 use crate::Result;
 
 /// The composition `f_n ∘ ... ∘ f_1`: `forward` applies the layers in order and sums their
@@ -76,6 +77,10 @@ impl Bijection for Chain {
 
     fn rows_independent(&self) -> bool {
         self.layers.iter().all(|l| l.rows_independent())
+    }
+
+    fn training_slice_rows(&self) -> Option<usize> {
+        self.layers.iter().fold(None, |rows, l| fewer_rows(rows, l.training_slice_rows()))
     }
 
     fn auxiliary_loss(&self) -> Result<Option<Tensor>> {

@@ -171,4 +171,8 @@ impl Bijection for ImageAffineCoupling {
     fn inverse_and_ladj(&self, z: &Tensor, _context: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         self.apply(z, -1.0)
     }
+
+    fn training_slice_rows(&self) -> Option<usize> {
+        Some(crate::parallel::IMAGE_SLICE_ROWS)
+    }
 }

@@ -193,4 +193,8 @@ impl Bijection for ImageTransformerCoupling {
     fn inverse_and_ladj(&self, z: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         self.apply(z, context, true)
     }
+
+    fn training_slice_rows(&self) -> Option<usize> {
+        Some(crate::parallel::IMAGE_SLICE_ROWS)
+    }
 }

@@ -44,6 +44,9 @@ impl<B: Bijection> Bijection for Inverse<B> {
     fn rows_independent(&self) -> bool {
         self.inner.rows_independent()
     }
+    fn training_slice_rows(&self) -> Option<usize> {
+        self.inner.training_slice_rows()
+    }
     // Only the inner layer's forward computes the auxiliary term: reported as is.
     fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
         self.inner.auxiliary_loss()

@@ -139,6 +139,17 @@ pub trait Bijection: Send + Sync + std::fmt::Debug {
         true
     }
 
+    /// Rows per training slice this layer asks for, when its rows are independent: `None` for
+    /// the default ([`crate::parallel::TRAINING_SLICE_ROWS`], right for MLP-conditioned layers,
+    /// whose per-slice cost — gathering and differentiating every weight — needs a few hundred
+    /// rows to amortize); fewer for layers whose rows are expensive (convolutions over a whole
+    /// image, [`crate::parallel::IMAGE_SLICE_ROWS`]). Containers: the fewest their layers ask for.
+    /// Depends on the architecture only, so the slicing (and the rounding of the summed
+    /// gradients) never depends on the machine.
+    fn training_slice_rows(&self) -> Option<usize> {
+        None
+    }
+
     /// The autoregressive order this layer promises, if any.
     ///
     /// `Some(order)` promises that output feature `order[i]` depends only on input features
@@ -197,6 +208,9 @@ impl<B: Bijection + ?Sized> Bijection for Box<B> {
     }
     fn rows_independent(&self) -> bool {
         (**self).rows_independent()
+    }
+    fn training_slice_rows(&self) -> Option<usize> {
+        (**self).training_slice_rows()
     }
     fn jacobian_order(&self) -> Option<Vec<usize>> {
         (**self).jacobian_order()

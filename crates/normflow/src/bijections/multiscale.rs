@@ -6,6 +6,7 @@ use candle_core::Tensor;
 use super::affine_params::log_scale;
 use super::{sum_per_sample, Bijection, Squeeze};
 use crate::nn::{Activation, ConvNet, ConvNetConfig};
+use crate::parallel::IMAGE_SLICE_ROWS;
 use crate::params::Params;
 use crate::{Error, Result};
 
@@ -232,5 +233,14 @@ impl Bijection for MultiScale {
             Stage::Step(step) => step.rows_independent(),
             _ => true,
         })
+    }
+
+    // The split priors are convolutional too.
+    fn training_slice_rows(&self) -> Option<usize> {
+        let steps = self.stages.iter().filter_map(|stage| match stage {
+            Stage::Step(step) => step.training_slice_rows(),
+            _ => None,
+        });
+        Some(steps.fold(IMAGE_SLICE_ROWS, usize::min))
     }
 }

@@ -5,7 +5,7 @@ use rand::RngCore;
 
 use super::Distribution;
 use crate::bijections::Bijection;
-use crate::parallel::{map_row_slices, INFERENCE_SLICE_ROWS};
+use crate::parallel::{fewer_rows, map_row_slices, INFERENCE_SLICE_FACTOR, INFERENCE_SLICE_ROWS};
 use crate::Result;
 
 /// `p(x | c) = q0(f(x; c) | c) |det df/dx|`, where `f` is `transform` (data -> latent) and `q0`
@@ -48,11 +48,14 @@ impl Flow {
         context: Option<&Tensor>,
         f: impl Fn(usize, usize, Option<&Tensor>) -> Result<[Tensor; K]> + Sync,
     ) -> Result<[Tensor; K]> {
+        let slice_rows = self.training_slice_rows().map_or(INFERENCE_SLICE_ROWS, |r| {
+            (r * INFERENCE_SLICE_FACTOR).min(INFERENCE_SLICE_ROWS)
+        });
         // The row count first: asking the layers walks the whole chain (ActNorm reads a tensor).
-        if rows < 2 * INFERENCE_SLICE_ROWS || !self.rows_independent() {
+        if rows < 2 * slice_rows || !self.rows_independent() {
             return f(0, rows, context);
         }
-        let parts = map_row_slices(rows, INFERENCE_SLICE_ROWS, |start, len| {
+        let parts = map_row_slices(rows, slice_rows, |start, len| {
             let c = match context {
                 Some(c) if c.dims().first() == Some(&rows) => Some(c.narrow(0, start, len)?),
                 other => other.cloned(),
@@ -118,6 +121,10 @@ impl Distribution for Flow {
 
     fn rows_independent(&self) -> bool {
         self.transform.rows_independent() && self.base.rows_independent()
+    }
+
+    fn training_slice_rows(&self) -> Option<usize> {
+        fewer_rows(self.transform.training_slice_rows(), self.base.training_slice_rows())
     }
 
     fn auxiliary_loss(&self) -> Result<Option<Tensor>> {

@@ -47,6 +47,12 @@ pub trait Distribution: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Rows per training slice the model asks for (see
+    /// [`crate::Bijection::training_slice_rows`]); `None`: the default.
+    fn training_slice_rows(&self) -> Option<usize> {
+        None
+    }
+
     /// The regularization term of the last `log_prob` call, which training adds to the loss
     /// (see [`crate::Bijection::auxiliary_loss`]).
     fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
@@ -83,6 +89,9 @@ impl<D: Distribution + ?Sized> Distribution for Box<D> {
     }
     fn rows_independent(&self) -> bool {
         (**self).rows_independent()
+    }
+    fn training_slice_rows(&self) -> Option<usize> {
+        (**self).training_slice_rows()
     }
     fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
         (**self).auxiliary_loss()

@@ -412,6 +412,10 @@ impl Distribution for Model {
         self.flow.rows_independent()
     }
 
+    fn training_slice_rows(&self) -> Option<usize> {
+        self.flow.training_slice_rows()
+    }
+
     fn auxiliary_loss(&self) -> Result<Option<Tensor>> {
         self.flow.auxiliary_loss()
     }

@@ -185,11 +185,11 @@ impl Geometry {
     }
 
     /// `[dW | db]` flat, `dW = Σ_b dy_b col_bᵀ`, `db = Σ_b Σ_pixels dy_b`: one partial sum per
-    /// worker over a contiguous run of the batch.
+    /// run of [`WEIGHT_GRAD_ITEMS`] batch items, in parallel, added in order. The runs do not
+    /// depend on the thread count, so neither does the rounding of the sum.
     fn weight_grad<T: Real>(&self, x: &[T], dy: &[T]) -> candle_core::Result<Vec<T>> {
         let (n, kk, o, c) = (self.pixels(), self.patch(), self.outputs, self.channels);
-        let workers = rayon::current_num_threads().clamp(1, self.batch.max(1));
-        let per_worker = self.batch.div_ceil(workers).max(1);
+        let per_worker = WEIGHT_GRAD_ITEMS;
         let dwv = View::row_major(kk, 0, o, 0, kk);
         let gv = View::row_major(n, 0, o, 0, n);
         let colt = View::row_major(n, 0, kk, 0, n).t();
@@ -223,6 +223,10 @@ impl Geometry {
         Ok(total)
     }
 }
+
+/// Batch items per partial weight gradient: enough to amortize a partial's buffer (`o (c k² +
+/// 1)` values), few enough that a 16-image training slice still splits over two cores.
+const WEIGHT_GRAD_ITEMS: usize = 8;
 
 /// `(x, w, b) -> y`.
 struct Conv2dSame {
@@ -381,6 +385,42 @@ mod tests {
             compare(&[2, 3, 4, 7], 2, 1, dtype)?;
             compare(&[1, 1, 6, 6], 3, 5, dtype)?;
             compare(&[5, 4, 1, 3], 2, 3, dtype)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gradients_do_not_depend_on_the_thread_count() -> Result<()> {
+        // 19 images: two full runs of WEIGHT_GRAD_ITEMS and a ragged one.
+        let dev = Device::Cpu;
+        let mut rng = crate::random::rng_from_seed(12);
+        let mut normal = |shape: &[usize]| -> Result<Var> {
+            Ok(Var::from_tensor(&crate::random::standard_normal(
+                shape,
+                DType::F32,
+                &dev,
+                &mut rng,
+            )?)?)
+        };
+        let (xv, wv, bv) = (normal(&[19, 3, 6, 5])?, normal(&[4, 3, 3, 3])?, normal(&[4])?);
+        let probe = normal(&[19, 4, 6, 5])?;
+        let gradients = |threads: usize| -> Result<Vec<Vec<f32>>> {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            pool.install(|| {
+                let y = conv2d_same(xv.as_tensor(), wv.as_tensor(), bv.as_tensor())?;
+                let grads = (&y * probe.as_tensor())?.sum_all()?.backward()?;
+                [&xv, &wv, &bv]
+                    .iter()
+                    .map(|v| {
+                        Ok(grads.get(v.as_tensor()).expect("gradient").flatten_all()?.to_vec1()?)
+                    })
+                    .collect()
+            })
+        };
+        let one = gradients(1)?;
+        for threads in [2, 3] {
+            // Bit for bit: the partial sums follow fixed runs of images, not the workers.
+            assert_eq!(gradients(threads)?, one, "{threads} threads");
         }
         Ok(())
     }

@@ -67,9 +67,10 @@ pub fn guarded_update(
 ///
 /// The optimized loss adds the model's auxiliary term ([`Distribution::auxiliary_loss`], e.g.
 /// RNODE's penalties) to `-mean log p`; the reported loss is `-mean log p` alone. Batches of at
-/// least `2 * TRAINING_SLICE_ROWS` rows of a model whose rows are independent
-/// ([`Distribution::rows_independent`]) are cut into row slices, each with its own graph on its
-/// own core ([`crate::parallel`]), and the slices' gradients summed.
+/// least two slices of a model whose rows are independent ([`Distribution::rows_independent`])
+/// are cut into row slices ([`Distribution::training_slice_rows`], by default
+/// [`TRAINING_SLICE_ROWS`]), each with its own graph on its own core ([`crate::parallel`]), and
+/// the slices' gradients summed.
 pub fn maximum_likelihood_step(
     model: &dyn Distribution,
     store: &ParamStore,
@@ -79,10 +80,10 @@ pub fn maximum_likelihood_step(
     clip: Option<f64>,
     lr: f64,
 ) -> Result<Option<f64>> {
+    let slice_rows = model.training_slice_rows().unwrap_or(TRAINING_SLICE_ROWS).max(1);
     // The row count first: asking the layers walks the whole chain (ActNorm reads a tensor).
-    if x.dim(0)? >= 2 * TRAINING_SLICE_ROWS && model.rows_independent() {
-        let (loss, grads) =
-            sliced_nll_and_gradients(model, store, x, context, TRAINING_SLICE_ROWS)?;
+    if x.dim(0)? >= 2 * slice_rows && model.rows_independent() {
+        let (loss, grads) = sliced_nll_and_gradients(model, store, x, context, slice_rows)?;
         let Some(grads) = grads else {
             return Ok(None);
         };
