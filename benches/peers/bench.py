@@ -129,6 +129,15 @@ def run_peer(lib, family, train, test, args):
     }
 
 
+def median_figures(runs, metrics):
+    """One library's figures over the rounds: the median throughput of each metric; the test
+    log-likelihood of the first round (every round trains the same seeded model)."""
+    out = dict(runs[0])
+    for m in metrics:
+        out[m] = float(np.median([r[m] for r in runs]))
+    return out
+
+
 def timed_epochs(args):
     """Epochs that count in the training throughput: all but the first `--warmup-epochs`."""
     return args.epochs - args.warmup_epochs
@@ -196,8 +205,14 @@ def main():
                    help="torch.set_num_threads for zuko and nflows (default: torch's choice). "
                         "On a busy machine, one thread for every library gives the fairer ratio: "
                         "spin-waiting thread teams collapse when cores are oversubscribed")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="rounds per data set and flow, the libraries interleaved (order rotated "
+                        "each round); throughputs are the median over rounds, and the range of "
+                        "the per-round ratios is printed. 3 or more on a shared machine")
     p.add_argument("--json", help="also write all figures to this JSON file")
     args = p.parse_args()
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
     if not 0 <= args.warmup_epochs < args.epochs:
         p.error("--warmup-epochs must be at least 0 and less than --epochs")
     if args.peer_threads:
@@ -211,23 +226,37 @@ def main():
     header = f"{'data':<12}{'flow':<9}{'library':<10}" + "".join(
         f"{m.split('_rows')[0] + ' rows/s':>16}" for m in metrics) + f"{'test log-lik':>22}"
     print(header)
+    libs = ("normflow", "zuko", "nflows")
     for data in args.data:
         train, test = load(data, args.data_dir)
         for family in args.flows:
-            row = {}
-            for lib in ("normflow", "zuko", "nflows"):
-                if lib == "normflow":
-                    r = run_normflow(args.normflow, family, train, test, args)
-                else:
-                    r = run_peer(lib, family, train, test, args)
-                row[lib] = r
+            rounds = {lib: [] for lib in libs}
+            for k in range(args.repeats):
+                # Rotate the order every round: on a shared machine, contention drifts over
+                # minutes, and a fixed order would hand one library the same slot each time.
+                for lib in libs[k % 3:] + libs[:k % 3]:
+                    if lib == "normflow":
+                        r = run_normflow(args.normflow, family, train, test, args)
+                    else:
+                        r = run_peer(lib, family, train, test, args)
+                    rounds[lib].append(r)
+            row = {lib: median_figures(rounds[lib], metrics) for lib in libs}
+            for lib in libs:
+                r = row[lib]
                 print(f"{data:<12}{family:<9}{lib:<10}" + "".join(f"{r[m]:>16.0f}" for m in metrics)
                       + f"{r['test_log_prob']:>14.3f} ± {2 * r['test_stderr']:.3f}", flush=True)
             ratios = {m: row["normflow"][m] / max(row["zuko"][m], row["nflows"][m]) for m in metrics}
+            # Per-round ratios show how far one round could be trusted on this machine.
+            spread = {m: [n[m] / max(z[m], f[m]) for n, z, f in
+                          zip(rounds["normflow"], rounds["zuko"], rounds["nflows"])] for m in metrics}
             best_peer_ll = max(row["zuko"]["test_log_prob"], row["nflows"]["test_log_prob"])
             print(f"{data:<12}{family:<9}{'ratio':<10}" + "".join(f"{ratios[m]:>15.2f}x" for m in metrics)
                   + f"{row['normflow']['test_log_prob'] - best_peer_ll:>+14.3f} vs best peer")
-            results.append({"data": data, "flow": family, "figures": row, "ratios": ratios})
+            if args.repeats > 1:
+                print(f"{data:<12}{family:<9}{'(rounds)':<10}" + "".join(
+                    f"{min(spread[m]):>9.2f}-{max(spread[m]):.2f}" for m in metrics))
+            results.append({"data": data, "flow": family, "figures": row, "ratios": ratios,
+                            "round_ratios": spread, "rounds": rounds})
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
