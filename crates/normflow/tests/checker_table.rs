@@ -124,7 +124,14 @@ fn maf(features: usize) -> MafLayerConfig {
 }
 
 fn image_coupling(channels: usize, mask: ImageMask) -> ImageCouplingConfig {
-    ImageCouplingConfig { channels, mask, hidden: 4, blocks: 1, activation: Activation::Relu }
+    ImageCouplingConfig {
+        channels,
+        mask,
+        hidden: 4,
+        blocks: 1,
+        activation: Activation::Relu,
+        log_scale_bound: normflow::bijections::IMAGE_LOG_SCALE_BOUND,
+    }
 }
 
 fn sylvester(features: usize, m: usize, basis: SylvesterBasis) -> SylvesterConfig {

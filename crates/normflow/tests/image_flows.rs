@@ -98,3 +98,49 @@ fn impossible_image_specs_name_the_parameter() {
         }
     }
 }
+
+#[test]
+fn coupling_log_scales_stay_within_their_bound() -> Result<()> {
+    use normflow::bijections::{Bijection, ImageAffineCoupling, ImageCouplingConfig, ImageMask};
+    use normflow::nn::Activation;
+    use normflow::params::ParamStore;
+    // A conditioner with large weights: its raw log-scales are far outside any bound.
+    let ladj_per_pixel = |bound: f64| -> Result<f64> {
+        let store = ParamStore::new(DType::F64, &Device::Cpu, 0);
+        let config = ImageCouplingConfig {
+            channels: 2,
+            mask: ImageMask::Channel { parity: 0 },
+            hidden: 8,
+            blocks: 1,
+            activation: Activation::Relu,
+            log_scale_bound: bound,
+        };
+        let coupling = ImageAffineCoupling::new(&store.root(), &config)?;
+        store.perturb(30.0, 1)?;
+        // 1x1 images: one transformed pixel each, so each row's ladj is that pixel's s.
+        let x = (uniform((64, 2, 1, 1), DType::F64, &Device::Cpu, &mut rng_from_seed(2))? * 8.0)?;
+        let (_, ladj) = coupling.forward_and_ladj(&x, None)?;
+        Ok(ladj.abs()?.max(0)?.to_scalar::<f64>()?)
+    };
+    let tight = ladj_per_pixel(normflow::bijections::IMAGE_LOG_SCALE_BOUND)?;
+    let loose = ladj_per_pixel(normflow::bijections::LOG_SCALE_BOUND)?;
+    assert!(tight < 2.0 && tight > 1.0, "largest |log-scale| {tight} with the bound at 2");
+    assert!(loose > 2.0 && loose < 6.91, "largest |log-scale| {loose} with the bound at 6.9");
+    Ok(())
+}
+
+#[test]
+fn image_specs_written_before_the_bound_keep_the_old_bound() -> Result<()> {
+    let new = ImageFlowSpec::new(1, 28, 28);
+    assert_eq!(new.log_scale_bound, normflow::bijections::IMAGE_LOG_SCALE_BOUND);
+    let mut json = serde_json::to_value(&new).expect("serializable");
+    json.as_object_mut().expect("an object").remove("log_scale_bound");
+    let old: ImageFlowSpec = serde_json::from_value(json).expect("an older spec still reads");
+    assert_eq!(old.log_scale_bound, normflow::bijections::LOG_SCALE_BOUND);
+    let bad = ImageFlowSpec { log_scale_bound: 0.0, ..new };
+    match FlowSpec::Glow(bad).validate() {
+        Err(Error::InvalidConfig { name, .. }) => assert_eq!(name, "log_scale_bound"),
+        other => panic!("{other:?}"),
+    }
+    Ok(())
+}

@@ -71,7 +71,9 @@ pub use cubic_spline::CubicSpline;
 pub use deep_sigmoid::DeepSigmoidTransformer;
 pub use elementwise_affine::ElementwiseAffine;
 pub use householder::{householder_columns, householder_reflect, Householder};
-pub use image_coupling::{ImageAffineCoupling, ImageCouplingConfig, ImageMask};
+pub use image_coupling::{
+    ImageAffineCoupling, ImageCouplingConfig, ImageMask, IMAGE_LOG_SCALE_BOUND,
+};
 pub use image_transformer_coupling::{ImageTransformerCoupling, ImageTransformerCouplingConfig};
 pub use inverse::Inverse;
 pub use linear_spline::LinearSpline;

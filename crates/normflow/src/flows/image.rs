@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::base::BaseSpec;
 use crate::bijections::{
     ActNorm, Bijection, Chain, ImageAffineCoupling, ImageCouplingConfig, ImageMask, Logit,
-    LuLinear, MultiScaleBuilder, Unflatten,
+    LuLinear, MultiScaleBuilder, Unflatten, IMAGE_LOG_SCALE_BOUND, LOG_SCALE_BOUND,
 };
 use crate::nn::Activation;
 use crate::params::Params;
@@ -50,6 +50,15 @@ pub struct ImageFlowSpec {
     /// the flow).
     #[serde(default)]
     pub base: BaseSpec,
+    /// Bound of the affine couplings' log-scales ([`ImageCouplingConfig::log_scale_bound`]):
+    /// [`IMAGE_LOG_SCALE_BOUND`] for new models. Model files written before this field existed
+    /// used the tabular flows' bound, [`LOG_SCALE_BOUND`], and load with it.
+    #[serde(default = "legacy_log_scale_bound")]
+    pub log_scale_bound: f64,
+}
+
+fn legacy_log_scale_bound() -> f64 {
+    LOG_SCALE_BOUND
 }
 
 fn default_levels() -> u32 {
@@ -75,6 +84,7 @@ impl ImageFlowSpec {
             pixel_levels: 256,
             logit_alpha: 0.05,
             base: BaseSpec::StandardNormal,
+            log_scale_bound: IMAGE_LOG_SCALE_BOUND,
         }
     }
 
@@ -96,6 +106,12 @@ impl ImageFlowSpec {
             ensure_config!(v >= 1, name, v, "must be at least 1");
         }
         ensure_config!(self.pixel_levels >= 2, "pixel_levels", self.pixel_levels, "at least 2");
+        ensure_config!(
+            self.log_scale_bound.is_finite() && self.log_scale_bound > 0.0,
+            "log_scale_bound",
+            self.log_scale_bound,
+            "must be positive and finite"
+        );
         ensure_config!(
             (0.0..0.5).contains(&self.logit_alpha),
             "logit_alpha",
@@ -135,6 +151,7 @@ impl ImageFlowSpec {
             hidden: self.hidden,
             blocks: self.blocks,
             activation: Activation::Relu,
+            log_scale_bound: self.log_scale_bound,
         };
         Ok(Box::new(ImageAffineCoupling::new(params, &config)?))
     }
