@@ -129,3 +129,78 @@ fn image_flows_reject_non_pixel_data_and_bad_shapes() {
         &["--temperature"],
     );
 }
+
+#[test]
+fn the_coupling_scale_bound_is_recorded_and_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let idx = dir.path().join("images.idx");
+    write_idx(&idx, 40);
+    let spec_bound = |out: &std::path::Path| -> f64 {
+        let text = std::fs::read_to_string(out.join("spec.json")).expect("spec.json");
+        let spec: serde_json::Value = serde_json::from_str(&text).expect("json");
+        spec.pointer("/flow/log_scale_bound")
+            .and_then(|v| v.as_f64())
+            .unwrap_or_else(|| panic!("no log_scale_bound in {spec}"))
+    };
+    let train = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            s(&idx),
+            "--flow",
+            "glow",
+            "--layers",
+            "1",
+            "--hidden",
+            "4",
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+            "--val-frac",
+            "0",
+            "--no-plot",
+            "--out",
+            s(out),
+        ];
+        args.extend_from_slice(extra);
+        ok(&args);
+    };
+    let default = dir.path().join("default");
+    train(&default, &[]);
+    assert_eq!(spec_bound(&default), 2.0);
+    let legacy = dir.path().join("legacy");
+    train(&legacy, &["--log-scale-bound", "6.9"]);
+    assert_eq!(spec_bound(&legacy), 6.9);
+    let out = dir.path().join("bad");
+    fails(
+        &[
+            "train",
+            "--data",
+            s(&idx),
+            "--flow",
+            "glow",
+            "--batch",
+            "8",
+            "--log-scale-bound",
+            "0",
+            "--out",
+            s(&out),
+        ],
+        &["log_scale_bound", "positive"],
+    );
+    fails(
+        &[
+            "train",
+            "--data",
+            "toy:moons",
+            "--flow",
+            "maf",
+            "--log-scale-bound",
+            "2",
+            "--out",
+            s(&out),
+        ],
+        &["--log-scale-bound", "glow"],
+    );
+}

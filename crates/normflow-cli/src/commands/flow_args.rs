@@ -325,6 +325,11 @@ pub struct FlowArgs {
     /// factors out half the channels).
     #[arg(long, default_value_t = 2)]
     pub levels: usize,
+    /// glow and realnvp-image: bound S of each affine coupling's log-scale (one coupling scales
+    /// a pixel by a factor in (e^-S, e^S)) [default: 2; models trained before it existed used
+    /// 6.9, the bound of the tabular flows, see docs/IMAGES.md].
+    #[arg(long)]
+    pub log_scale_bound: Option<f64>,
     /// Spline flows (nsf, cubic, linear-spline, quadratic-spline and their -ar forms): number of
     /// bins [default: 8].
     #[arg(long)]
@@ -479,6 +484,13 @@ impl FlowArgs {
                 family_name(args.flow)
             );
         }
+        if args.log_scale_bound.is_some()
+            && !matches!(args.flow, Family::Glow | Family::RealnvpImage)
+        {
+            bail!(
+                "--log-scale-bound is for --flow glow and realnvp-image (their affine couplings)"
+            );
+        }
         let sylvester_flags = args.sylvester_variant.is_some()
             || args.sylvester_m.is_some()
             || args.sylvester_reflections.is_some();
@@ -529,6 +541,9 @@ impl FlowArgs {
                 steps: args.layers,
                 hidden: args.hidden,
                 blocks: args.blocks,
+                log_scale_bound: args
+                    .log_scale_bound
+                    .unwrap_or(normflow::bijections::IMAGE_LOG_SCALE_BOUND),
                 ..ImageFlowSpec::new(c, h, w)
             })
         };
