@@ -1,6 +1,7 @@
 //! The flow architecture flags shared by the commands that build a flow (`train`, ...):
 //! `--flow`, `--layers`, `--hidden`, `--blocks`, `--activation`, `--batch-norm`, `--base`, the
-//! spline flags `--bins`, `--bound`, the image flags `--image-shape`, `--levels`, `--log-scale-bound`, the Sylvester
+//! spline flags `--bins`, `--bound`, the image flags `--image-shape`, `--levels`,
+//! `--log-scale-bound`, the Sylvester
 //! flags `--sylvester-variant`, `--sylvester-m`, `--sylvester-reflections`, the non-affine
 //! families' `--naf-units`, `--naf-dense`, `--sos-polynomials`, `--sos-degree`,
 //! `--bernstein-degree`, Flow++'s `--components`, `--dequant-steps`, `--dequant-hidden`, and for continuous flows (`--flow ffjord`) `--time`, `--kinetic-weight`,
