@@ -35,6 +35,18 @@ pub const IMAGE_SLICE_ROWS: usize = 16;
 /// four times [`TRAINING_SLICE_ROWS`]).
 pub const INFERENCE_SLICE_FACTOR: usize = 4;
 
+/// Rows per training slice for a model's request ([`crate::Bijection::training_slice_rows`]):
+/// [`TRAINING_SLICE_ROWS`] when it makes none.
+pub fn training_rows(request: Option<usize>) -> usize {
+    request.unwrap_or(TRAINING_SLICE_ROWS).max(1)
+}
+
+/// Rows per inference slice for a model's training-slice request: [`INFERENCE_SLICE_FACTOR`]
+/// times its training slice, at most [`INFERENCE_SLICE_ROWS`].
+pub fn inference_rows(request: Option<usize>) -> usize {
+    (training_rows(request) * INFERENCE_SLICE_FACTOR).min(INFERENCE_SLICE_ROWS)
+}
+
 /// The smaller of two slice-size requests (`None`: no request).
 pub fn fewer_rows(a: Option<usize>, b: Option<usize>) -> Option<usize> {
     match (a, b) {

@@ -57,6 +57,18 @@ pub struct ImageCouplingConfig {
 /// more slowly, 3 still spiked once; Glow was the same with 2 as with 6.9.
 pub const IMAGE_LOG_SCALE_BOUND: f64 = 2.0;
 
+/// The one check of a coupling log-scale bound, for the layer and for the image specs that
+/// configure it (which validate before building).
+pub(crate) fn check_log_scale_bound(bound: f64) -> Result<()> {
+    ensure_config!(
+        bound.is_finite() && bound > 0.0,
+        "log_scale_bound",
+        bound,
+        "must be positive and finite"
+    );
+    Ok(())
+}
+
 /// (conditioning, transformed) channel counts of a channel mask.
 pub(super) fn halves(c: usize, parity: usize) -> (usize, usize) {
     if parity == 0 {
@@ -122,14 +134,8 @@ impl ImageAffineCoupling {
                 activation: config.activation,
             },
         )?;
-        let bound = config.log_scale_bound;
-        ensure_config!(
-            bound.is_finite() && bound > 0.0,
-            "log_scale_bound",
-            bound,
-            "must be positive and finite"
-        );
-        Ok(Self { mask: config.mask, channels: c, net, log_scale_bound: bound })
+        check_log_scale_bound(config.log_scale_bound)?;
+        Ok(Self { mask: config.mask, channels: c, net, log_scale_bound: config.log_scale_bound })
     }
 
     fn check(&self, x: &Tensor) -> Result<(usize, usize, usize)> {

@@ -29,7 +29,7 @@ mod cubic_spline;
 mod deep_sigmoid;
 mod elementwise_affine;
 mod householder;
-mod image_coupling;
+pub(crate) mod image_coupling;
 mod image_transformer_coupling;
 mod inverse;
 mod linear_spline;

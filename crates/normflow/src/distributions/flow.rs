@@ -5,7 +5,7 @@ use rand::RngCore;
 
 use super::Distribution;
 use crate::bijections::Bijection;
-use crate::parallel::{fewer_rows, map_row_slices, INFERENCE_SLICE_FACTOR, INFERENCE_SLICE_ROWS};
+use crate::parallel::{fewer_rows, inference_rows, map_row_slices};
 use crate::Result;
 
 /// `p(x | c) = q0(f(x; c) | c) |det df/dx|`, where `f` is `transform` (data -> latent) and `q0`
@@ -48,10 +48,8 @@ impl Flow {
         context: Option<&Tensor>,
         f: impl Fn(usize, usize, Option<&Tensor>) -> Result<[Tensor; K]> + Sync,
     ) -> Result<[Tensor; K]> {
-        let slice_rows = self.training_slice_rows().map_or(INFERENCE_SLICE_ROWS, |r| {
-            (r * INFERENCE_SLICE_FACTOR).min(INFERENCE_SLICE_ROWS)
-        });
-        // The row count first: asking the layers walks the whole chain (ActNorm reads a tensor).
+        let slice_rows = inference_rows(self.training_slice_rows());
+        // The row count before `rows_independent`, which reads a tensor in every ActNorm.
         if rows < 2 * slice_rows || !self.rows_independent() {
             return f(0, rows, context);
         }
@@ -162,7 +160,7 @@ mod tests {
         spec.hidden = 8;
         let model = Model::new(FlowSpec::Maf(spec), None, None, 1, DType::F64, &Device::Cpu)?;
         model.store().perturb(0.3, 2)?;
-        let n = 2 * INFERENCE_SLICE_ROWS + 52;
+        let n = 2 * crate::parallel::INFERENCE_SLICE_ROWS + 52;
         let mut rng = rng_from_seed(3);
         let x = standard_normal((n, 3), DType::F64, &Device::Cpu, &mut rng)?;
         let c = standard_normal((n, 2), DType::F64, &Device::Cpu, &mut rng)?;

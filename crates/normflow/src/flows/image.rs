@@ -106,12 +106,7 @@ impl ImageFlowSpec {
             ensure_config!(v >= 1, name, v, "must be at least 1");
         }
         ensure_config!(self.pixel_levels >= 2, "pixel_levels", self.pixel_levels, "at least 2");
-        ensure_config!(
-            self.log_scale_bound.is_finite() && self.log_scale_bound > 0.0,
-            "log_scale_bound",
-            self.log_scale_bound,
-            "must be positive and finite"
-        );
+        crate::bijections::image_coupling::check_log_scale_bound(self.log_scale_bound)?;
         ensure_config!(
             (0.0..0.5).contains(&self.logit_alpha),
             "logit_alpha",

@@ -189,13 +189,12 @@ impl Geometry {
     /// depend on the thread count, so neither does the rounding of the sum.
     fn weight_grad<T: Real>(&self, x: &[T], dy: &[T]) -> candle_core::Result<Vec<T>> {
         let (n, kk, o, c) = (self.pixels(), self.patch(), self.outputs, self.channels);
-        let per_worker = WEIGHT_GRAD_ITEMS;
         let dwv = View::row_major(kk, 0, o, 0, kk);
         let gv = View::row_major(n, 0, o, 0, n);
         let colt = View::row_major(n, 0, kk, 0, n).t();
         let partials = x
-            .par_chunks(per_worker * c * n)
-            .zip(dy.par_chunks(per_worker * o * n))
+            .par_chunks(WEIGHT_GRAD_ITEMS * c * n)
+            .zip(dy.par_chunks(WEIGHT_GRAD_ITEMS * o * n))
             .map(|(xs, dys)| {
                 let mut dw = vec![T::ZERO; o * kk + o];
                 let mut col = vec![T::ZERO; if self.kernel == 1 { 0 } else { kk * n }];

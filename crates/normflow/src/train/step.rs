@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::adam::Adam;
 use super::adam_fused::sum_of_squares;
 use crate::distributions::Distribution;
-use crate::parallel::{map_row_slices, TRAINING_SLICE_ROWS};
+use crate::parallel::{map_row_slices, training_rows};
 use crate::params::ParamStore;
 use crate::Result;
 
@@ -69,7 +69,7 @@ pub fn guarded_update(
 /// RNODE's penalties) to `-mean log p`; the reported loss is `-mean log p` alone. Batches of at
 /// least two slices of a model whose rows are independent ([`Distribution::rows_independent`])
 /// are cut into row slices ([`Distribution::training_slice_rows`], by default
-/// [`TRAINING_SLICE_ROWS`]), each with its own graph on its own core ([`crate::parallel`]), and
+/// [`crate::parallel::TRAINING_SLICE_ROWS`]), each with its own graph on its own core ([`crate::parallel`]), and
 /// the slices' gradients summed.
 pub fn maximum_likelihood_step(
     model: &dyn Distribution,
@@ -80,8 +80,8 @@ pub fn maximum_likelihood_step(
     clip: Option<f64>,
     lr: f64,
 ) -> Result<Option<f64>> {
-    let slice_rows = model.training_slice_rows().unwrap_or(TRAINING_SLICE_ROWS).max(1);
-    // The row count first: asking the layers walks the whole chain (ActNorm reads a tensor).
+    let slice_rows = training_rows(model.training_slice_rows());
+    // The row count before `rows_independent`, which reads a tensor in every ActNorm.
     if x.dim(0)? >= 2 * slice_rows && model.rows_independent() {
         let (loss, grads) = sliced_nll_and_gradients(model, store, x, context, slice_rows)?;
         let Some(grads) = grads else {
