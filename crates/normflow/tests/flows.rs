@@ -319,3 +319,40 @@ fn wrong_inputs_are_errors_not_panics() -> Result<()> {
     assert!(cm.sample(5, Some(&ctx), &mut rng_from_seed(0)).is_err());
     Ok(())
 }
+
+/// New autoregressive models use sorted MADE degrees; a spec written before the field existed
+/// reads as cyclic, the degrees its weights were trained with, and the field is honoured:
+/// the same weights give another density under the other degrees.
+#[test]
+fn autoregressive_specs_without_degrees_keep_cyclic_degrees() -> Result<()> {
+    use normflow::nn::MadeHiddenDegrees;
+    let rq = TransformerSpec::rational_quadratic(4, 3.0);
+    let new = [
+        FlowSpec::Maf(AutoregressiveSpec { layers: 2, hidden: 12, ..AutoregressiveSpec::new(3) }),
+        FlowSpec::Autoregressive(TransformerFlowSpec {
+            layers: 2,
+            hidden: 12,
+            ..TransformerFlowSpec::new(3, rq)
+        }),
+    ];
+    for spec in new {
+        let mut json = serde_json::to_value(&spec).expect("serializable");
+        assert_eq!(json["hidden_degrees"], "sorted", "{json}");
+        json.as_object_mut().expect("an object").remove("hidden_degrees");
+        let old: FlowSpec = serde_json::from_value(json).expect("an older spec still reads");
+        let degrees = |s: &FlowSpec| match s {
+            FlowSpec::Maf(s) => s.hidden_degrees,
+            FlowSpec::Autoregressive(s) => s.hidden_degrees,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(degrees(&old), MadeHiddenDegrees::Cyclic);
+        let x = data(6, 3, 5, DType::F64)?;
+        let (sorted, cyclic) = (model(spec, DType::F64)?, model(old, DType::F64)?);
+        let diff = (sorted.log_prob(&x, None)? - cyclic.log_prob(&x, None)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f64>()?;
+        assert!(diff > 1e-6, "the degrees should change the network: {diff}");
+    }
+    Ok(())
+}

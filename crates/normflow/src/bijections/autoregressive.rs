@@ -184,6 +184,11 @@ mod tests {
     fn inverse_without_gradients_gives_the_same_values() -> Result<()> {
         let configs = [
             MafLayerConfig::new(4, vec![8]),
+            MafLayerConfig {
+                hidden_degrees: MadeHiddenDegrees::Sorted,
+                context_features: 2,
+                ..MafLayerConfig::new(5, vec![24, 24])
+            },
             MafLayerConfig::new(1, vec![4]),
             MafLayerConfig { context_features: 2, ..MafLayerConfig::new(1, vec![4]) },
             MafLayerConfig {

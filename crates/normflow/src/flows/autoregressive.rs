@@ -22,6 +22,7 @@ pub(super) fn build(params: &Params, spec: &AutoregressiveSpec, inverse: bool) -
         let config = MafLayerConfig {
             context_features: spec.context_features,
             residual: spec.residual,
+            hidden_degrees: spec.hidden_degrees,
             activation: spec.activation,
             ..MafLayerConfig::new(d, vec![spec.hidden; spec.blocks])
         };

@@ -11,7 +11,7 @@ use super::transformer_flows::TransformerFlowSpec;
 use super::variational::{self, SylvesterSpec, VariationalSpec};
 use crate::bijections::Chain;
 use crate::distributions::Distribution;
-use crate::nn::Activation;
+use crate::nn::{Activation, MadeHiddenDegrees};
 use crate::params::Params;
 use crate::{ensure_config, Result};
 
@@ -47,6 +47,11 @@ pub struct AutoregressiveSpec {
     /// Residual MADE blocks.
     #[serde(default)]
     pub residual: bool,
+    /// How MADE's hidden units get their degrees: [`MadeHiddenDegrees::Sorted`] for new models;
+    /// files written before the field existed read as [`MadeHiddenDegrees::Cyclic`], the
+    /// degrees they were trained with.
+    #[serde(default)]
+    pub hidden_degrees: MadeHiddenDegrees,
     /// Batch normalization between layers (the MAF paper's MAF models use it).
     #[serde(default)]
     pub batch_norm: bool,
@@ -69,6 +74,7 @@ impl AutoregressiveSpec {
             blocks: 2,
             activation: Activation::Relu,
             residual: false,
+            hidden_degrees: MadeHiddenDegrees::Sorted,
             batch_norm: false,
             permutation: PermutationKind::Reverse,
             base: BaseSpec::StandardNormal,

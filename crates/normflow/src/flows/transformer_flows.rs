@@ -14,7 +14,7 @@ use crate::bijections::{
     RationalQuadraticSpline, RqSplineConfig, SosTransformer, Transformer,
     TransformerAutoregressive, TransformerCoupling,
 };
-use crate::nn::Activation;
+use crate::nn::{Activation, MadeHiddenDegrees};
 use crate::params::Params;
 use crate::{ensure_config, Result};
 
@@ -272,6 +272,11 @@ pub struct TransformerFlowSpec {
     /// Batch normalization between layers.
     #[serde(default)]
     pub batch_norm: bool,
+    /// Autoregressive only: how MADE's hidden units get their degrees
+    /// ([`MadeHiddenDegrees::Sorted`] for new models; files written before the field existed
+    /// read as [`MadeHiddenDegrees::Cyclic`], the degrees they were trained with).
+    #[serde(default)]
+    pub hidden_degrees: MadeHiddenDegrees,
     /// Permutation between autoregressive layers (coupling layers alternate their masks).
     #[serde(default)]
     pub permutation: PermutationKind,
@@ -297,6 +302,7 @@ impl TransformerFlowSpec {
             blocks: 2,
             activation: Activation::Relu,
             batch_norm: false,
+            hidden_degrees: MadeHiddenDegrees::Sorted,
             permutation: PermutationKind::Reverse,
             inverse: false,
             transformer,
@@ -369,6 +375,7 @@ pub(super) fn build_autoregressive(params: &Params, spec: &TransformerFlowSpec) 
         let config = MafLayerConfig {
             context_features: spec.context_features,
             activation: spec.activation,
+            hidden_degrees: spec.hidden_degrees,
             ..MafLayerConfig::new(spec.features, vec![spec.hidden; spec.blocks])
         };
         TransformerAutoregressive::new(p, &config, transformer.clone())

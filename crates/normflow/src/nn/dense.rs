@@ -112,11 +112,13 @@ impl LayerPlan {
             prefixes.push(prefix);
         }
         let degrees = rows.iter().map(|&r| out_deg[r]).collect();
+        let unless_identity =
+            |idx: Vec<usize>| (!idx.iter().enumerate().all(|(i, &j)| i == j)).then_some(idx);
         Self {
             outputs: n_out,
             inputs: n_in,
-            rows: Some(rows),
-            cols: Some(cols),
+            rows: unless_identity(rows),
+            cols: unless_identity(cols),
             mask: Some(mask),
             groups: merge_groups(&prefixes, TILE_ROWS, n_in),
             prefixes,
@@ -159,6 +161,18 @@ impl LayerPlan {
         }
     }
 
+    /// Degree of every sorted output row (empty for a dense layer).
+    #[cfg(test)]
+    pub(crate) fn degrees(&self) -> &[usize] {
+        &self.degrees
+    }
+
+    /// Whether the blocked product reorders rows or columns (gathers the weights and scatters
+    /// their gradient) rather than using the parameters in their own layout.
+    pub(crate) fn reorders(&self) -> bool {
+        self.rows.is_some() || self.cols.is_some()
+    }
+
     /// Multiply-adds per batch row of the blocked product (the dense layer: `outputs * inputs`).
     pub fn multiply_adds(&self) -> usize {
         self.groups.iter().map(|g| (g.end - g.start) * g.prefix).sum()
@@ -185,25 +199,27 @@ impl LayerPlan {
     /// `W'` (sorted, masked), borrowed when the layer is dense. Entries past each row group's
     /// prefix are never read, so they are set to zero rather than gathered. Every entry is
     /// written once, in order (no zero-fill first: with freed memory reused, that memset cost
-    /// as much as the gather).
+    /// as much as the gather). When the units are already in degree order (`rows`, `cols` the
+    /// identity) each row is a contiguous masked copy, which vectorizes.
     pub(crate) fn sorted_weights<'a, T: Real>(&self, w: &'a [T]) -> Cow<'a, [T]> {
-        let (Some(rows), Some(cols), Some(mask)) = (&self.rows, &self.cols, &self.mask) else {
+        let Some(mask) = &self.mask else {
             return Cow::Borrowed(w);
         };
         let n = self.inputs;
+        let keep_or_zero = |(&v, &m): (&T, &bool)| if m { v } else { T::ZERO };
         let mut out = Vec::with_capacity(self.outputs * n);
         // The groups cover the sorted rows 0..outputs in order.
         for grp in &self.groups {
             for a in grp.start..grp.end {
-                let src = &w[rows[a] * n..(rows[a] + 1) * n];
+                let r = self.rows.as_ref().map_or(a, |rows| rows[a]);
+                let src = &w[r * n..(r + 1) * n];
                 let keep = &mask[a * n..a * n + grp.prefix];
-                out.extend(cols[..grp.prefix].iter().zip(keep).map(|(&col, &m)| {
-                    if m {
-                        src[col]
-                    } else {
-                        T::ZERO
-                    }
-                }));
+                match &self.cols {
+                    Some(cols) => out.extend(
+                        cols[..grp.prefix].iter().map(|&col| &src[col]).zip(keep).map(keep_or_zero),
+                    ),
+                    None => out.extend(src[..grp.prefix].iter().zip(keep).map(keep_or_zero)),
+                }
                 out.extend(std::iter::repeat_n(T::ZERO, n - grp.prefix));
             }
         }
@@ -314,9 +330,11 @@ impl LayerPlan {
         )?;
         // dW'[r0..r1, ..prefix] = g[:, r0..r1]^T x'[:, ..prefix], group by group; threads take
         // whole groups (a dense layer's one group is cut into row slices first).
-        let masked = self.mask.is_some();
-        let mut scratch = if masked { vec![T::ZERO; n_out * n_in] } else { Vec::new() };
-        let target: &mut [T] = if masked { &mut scratch } else { dw };
+        // A masked layer whose units are already in degree order computes `dW` in place and
+        // zeroes the masked entries; otherwise into a sorted scratch scattered back below.
+        let scattered = self.mask.is_some() && self.reorders();
+        let mut scratch = if scattered { vec![T::ZERO; n_out * n_in] } else { Vec::new() };
+        let target: &mut [T] = if scattered { &mut scratch } else { dw };
         let cap = match batch.div_ceil(rows_per_piece(batch)) {
             0 | 1 => n_out.max(1),
             n => n_out.div_ceil(n).max(1),
@@ -348,10 +366,25 @@ impl LayerPlan {
                 Parallelism::None,
             )
         })?;
-        let (Some(rows), Some(cols), Some(mask)) = (&self.rows, &self.cols, &self.mask) else {
+        let Some(mask) = &self.mask else {
             column_sums(g, n_out, db);
             return Ok(packed);
         };
+        if !scattered {
+            column_sums(g, n_out, db);
+            for grp in &self.groups {
+                for a in grp.start..grp.end {
+                    let row = &mut dw[a * n_in..a * n_in + grp.prefix];
+                    for (v, &m) in row.iter_mut().zip(&mask[a * n_in..]) {
+                        if !m {
+                            *v = T::ZERO;
+                        }
+                    }
+                }
+            }
+            return Ok(packed);
+        }
+        let (rows, cols) = (self.rows(), self.cols());
         let dws = scratch;
         let mut dbs = vec![T::ZERO; n_out];
         column_sums(g, n_out, &mut dbs);
@@ -362,7 +395,7 @@ impl LayerPlan {
                 let src = &dws[a * n_in..a * n_in + grp.prefix];
                 let dst = &mut dw[r * n_in..(r + 1) * n_in];
                 let keep = &mask[a * n_in..a * n_in + grp.prefix];
-                for ((&v, &col), &m) in src.iter().zip(cols).zip(keep) {
+                for ((&v, &col), &m) in src.iter().zip(cols.iter()).zip(keep) {
                     if m {
                         dst[col] = v;
                     }

@@ -42,9 +42,17 @@ pub enum MadeOrder {
 #[serde(rename_all = "lowercase")]
 pub enum MadeHiddenDegrees {
     /// Unit `k` of each hidden layer has degree `k mod (D - 1)`: deterministic, and every degree
-    /// is used evenly.
+    /// is used evenly. The default of files that do not say (models written before
+    /// [`MadeHiddenDegrees::Sorted`] existed).
     #[default]
     Cyclic,
+    /// The degrees of [`MadeHiddenDegrees::Cyclic`], in increasing order: units of equal degree
+    /// are contiguous. The same network up to a relabelling of the hidden units (they are
+    /// exchangeable, so the same family and the same initial distribution), but each masked
+    /// weight matrix is block lower-triangular in its own layout, so the fused path multiplies
+    /// the parameters as they are, without gathering them into degree order first (MAF training
+    /// ~3% faster). The presets' choice for new models.
+    Sorted,
     /// Degrees drawn uniformly from `min(degrees of the layer below) ..= D - 2` with the store's
     /// generator (Germain et al. 2015), so that no unit is left without inputs.
     Random,
@@ -211,7 +219,8 @@ fn mask(out_deg: &[usize], in_deg: &[usize], connected: impl Fn(usize, usize) ->
 /// Hidden degrees are [`MadeHiddenDegrees::Cyclic`] by default: unit `k` of every hidden layer has
 /// degree `m + k mod (D - m)`, so every degree is represented as soon as a layer has `D - m` units
 /// (narrower layers leave the last positions with fewer inputs, which is allowed but wasteful).
-/// [`MadeHiddenDegrees::Random`] draws them as in the paper. A residual layer copies the degrees
+/// [`MadeHiddenDegrees::Sorted`] gives the same degrees in increasing order (faster on the fused
+/// path), [`MadeHiddenDegrees::Random`] draws them as in the paper. A residual layer copies the degrees
 /// of the layer below, so each skip connection joins two units of equal degree and the masks
 /// still bound what every unit sees.
 ///
@@ -271,6 +280,12 @@ impl Made {
                 match config.hidden_degrees {
                     MadeHiddenDegrees::Cyclic => {
                         (0..width).map(|k| min_deg + k % (d - min_deg)).collect()
+                    }
+                    MadeHiddenDegrees::Sorted => {
+                        let mut degrees: Vec<usize> =
+                            (0..width).map(|k| min_deg + k % (d - min_deg)).collect();
+                        degrees.sort_unstable();
+                        degrees
                     }
                     MadeHiddenDegrees::Random => {
                         // Not below the smallest degree of the layer below, so that no unit is
@@ -612,6 +627,30 @@ mod tests {
         Ok(())
     }
 
+    /// Sorted degrees are the cyclic ones relabelled: the same multiset per layer, in increasing
+    /// order, so that with the natural order no layer of the fused path reorders anything.
+    #[test]
+    fn sorted_degrees_are_the_cyclic_ones_in_order() -> Result<()> {
+        let store = ParamStore::new(DType::F32, &Device::Cpu, 1);
+        for context_features in [0, 2] {
+            let base = MadeConfig { context_features, ..MadeConfig::new(5, vec![23, 17]) };
+            let cyclic = Made::new(&store.root().pp("c").pp(context_features), &base)?;
+            let sorted = Made::new(
+                &store.root().pp("s").pp(context_features),
+                &MadeConfig { hidden_degrees: MadeHiddenDegrees::Sorted, ..base },
+            )?;
+            for (c, s) in cyclic.hidden.iter().zip(&sorted.hidden) {
+                let (mut want, got) = (c.plan.degrees().to_vec(), s.plan.degrees().to_vec());
+                want.sort_unstable();
+                assert_eq!(got, want);
+                assert!(c.plan.reorders(), "cyclic degrees are interleaved");
+                assert!(!s.plan.reorders(), "sorted degrees need no reordering");
+            }
+            assert!(!sorted.output.plan.reorders());
+        }
+        Ok(())
+    }
+
     /// The fused, block-sorted path gives the values and parameter/input gradients of candle's
     /// masked composition, in f32 and f64, with and without context, residual blocks, tanh.
     #[test]
@@ -631,6 +670,24 @@ mod tests {
                 ..config(6, vec![20, 20, 10])
             },
             MadeConfig::new(1, vec![4]),
+            // Sorted degrees: the parameters' own layout, masked in place (no gathers) ...
+            MadeConfig {
+                hidden_degrees: MadeHiddenDegrees::Sorted,
+                outputs_per_feature: 2,
+                ..MadeConfig::new(5, vec![40, 40])
+            },
+            MadeConfig {
+                hidden_degrees: MadeHiddenDegrees::Sorted,
+                context_features: 2,
+                residual: true,
+                ..config(4, vec![36, 36])
+            },
+            // ... and with a random order, whose input columns still need the gather.
+            MadeConfig {
+                hidden_degrees: MadeHiddenDegrees::Sorted,
+                order: MadeOrder::Random,
+                ..MadeConfig::new(6, vec![32, 20])
+            },
         ];
         for c in &configs {
             for dtype in [DType::F32, DType::F64] {

@@ -25,13 +25,17 @@ use crate::distributions::HALF_LOG_TWO_PI;
 use crate::flows::{
     AutoregressiveSpec, FlowSpec, SylvesterVariant, TransformerFlowSpec, TransformerSpec,
 };
-use crate::nn::{Mlp, MlpConfig};
+use crate::nn::{MadeHiddenDegrees, Mlp, MlpConfig};
 use crate::params::Params;
 use crate::{Error, Result};
 
 /// Bound of the soft clamp on the encoder's `log σ` (`σ` in `[e^-8, e^8]`): a runaway
 /// encoder cannot overflow `exp`.
 const LOG_SIGMA_BOUND: f64 = 8.0;
+
+/// The MADE degrees of the `iaf` and `nsf` posteriors. A VAE file records its posterior by
+/// name and size, not its MADEs' degrees, so they stay those its models were trained with.
+const LEGACY_DEGREES: MadeHiddenDegrees = MadeHiddenDegrees::Cyclic;
 
 /// Half-width of the spline interval of `nsf:K` (identity outside; the latent is near
 /// standard normal).
@@ -102,6 +106,7 @@ impl Posterior {
                     layers: *layers,
                     hidden: *hidden,
                     blocks: 2,
+                    hidden_degrees: LEGACY_DEGREES,
                     ..AutoregressiveSpec::new(l)
                 });
                 Some(flow.build(&params.pp("posterior"))?.0)
@@ -113,6 +118,7 @@ impl Posterior {
                     hidden: *hidden,
                     blocks: 2,
                     inverse: true,
+                    hidden_degrees: LEGACY_DEGREES,
                     ..TransformerFlowSpec::new(
                         l,
                         TransformerSpec::rational_quadratic(*bins, NSF_BOUND),
