@@ -174,18 +174,24 @@ impl Adam {
                 }
             }
         }
+        // Fused updates write `theta` in place; composed ones return it for `Var::set`.
         let updated = work
             .par_iter()
             .map(|(_, var, g, mo)| {
                 let theta = var.as_tensor();
-                match adam_fused::update(theta, g, &mo.m, &mo.v, &scalars)? {
-                    Some(new) => Ok(new),
-                    None => composed_update(theta, g, mo, &scalars),
+                match adam_fused::update_in_place(theta, g, &mo.m, &mo.v, &scalars)? {
+                    Some((m, v)) => Ok((None, m, v)),
+                    None => {
+                        let (theta, m, v) = composed_update(theta, g, mo, &scalars)?;
+                        Ok((Some(theta), m, v))
+                    }
                 }
             })
             .collect::<Result<Vec<_>>>()?;
         for ((name, var, _, _), (theta, m, v)) in work.into_iter().zip(updated) {
-            var.set(&theta)?;
+            if let Some(theta) = theta {
+                var.set(&theta)?;
+            }
             self.moments.insert(name, Moments { m, v });
         }
         self.step = t;
