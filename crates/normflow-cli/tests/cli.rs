@@ -46,6 +46,31 @@ fn train_each_family_writes_model_log_and_json() {
     }
 }
 
+/// `--clip` defaults to none for the affine and rational-quadratic families and to 5 for the
+/// others; an explicit value wins. The resolved value is what the model's settings record
+/// (and what `--resume` continues with).
+#[test]
+fn gradient_clipping_defaults_by_family() {
+    let dir = tempdir().unwrap();
+    let small = ["--n", "200", "--batch", "64"];
+    for (flow, extra, expected) in [
+        ("maf", &[][..], None),
+        ("realnvp", &[][..], None),
+        ("nsf", &[][..], None),
+        ("bnaf", &[][..], Some(5.0)),
+        ("planar", &[][..], Some(5.0)),
+        ("maf", &["--clip", "3"][..], Some(3.0)),
+        ("bnaf", &["--clip", "0"][..], None),
+    ] {
+        let out = dir.path().join(format!("{flow}{}", extra.len()));
+        let args: Vec<&str> = ["--flow", flow].iter().chain(&small).chain(extra).copied().collect();
+        train("toy:moons", &out, &args);
+        let spec: serde_json::Value = serde_json::from_str(&read(&out.join("spec.json"))).unwrap();
+        let clip = &spec["training"]["settings"]["config"]["clip_grad_norm"];
+        assert_eq!(clip.as_f64(), expected, "{flow} {extra:?}: {clip}");
+    }
+}
+
 #[test]
 fn train_reports_the_log_likelihood_of_a_test_file() {
     let dir = tempdir().unwrap();
