@@ -304,7 +304,7 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
         },
         val_frac: args.val_frac,
         patience,
-        clip_grad_norm: (args.clip() > 0.0).then_some(args.clip()),
+        clip_grad_norm: Some(args.clip()).filter(|&c| c > 0.0),
         seed: args.seed,
         uniform_dequantization: args.flow.uniform_dequantization(),
         ..TrainConfig::default()

@@ -112,8 +112,7 @@ impl LayerPlan {
             prefixes.push(prefix);
         }
         let degrees = rows.iter().map(|&r| out_deg[r]).collect();
-        let unless_identity =
-            |idx: Vec<usize>| (!idx.iter().enumerate().all(|(i, &j)| i == j)).then_some(idx);
+        let unless_identity = |idx: Vec<usize>| (!is_identity(&idx)).then_some(idx);
         Self {
             outputs: n_out,
             inputs: n_in,
@@ -427,6 +426,11 @@ pub(crate) fn rows_per_piece(batch: usize) -> usize {
 /// (training) one thread was faster than two in every measurement; at 4096 (evaluation) two
 /// help on an idle machine.
 pub const MIN_PIECE_ROWS: usize = 1024;
+
+/// Whether `order[i] == i` for every position: a reordering that moves nothing.
+pub(crate) fn is_identity(order: &[usize]) -> bool {
+    order.iter().enumerate().all(|(i, &j)| i == j)
+}
 
 /// `out[j] = sum_i g[i, j]` for `g: (B, width)` row-major.
 fn column_sums<T: Real>(g: &[T], width: usize, out: &mut [T]) {

@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::dense::{dense, LayerPlan};
+use super::dense::{dense, is_identity, LayerPlan};
 use super::fused::{fusable, FusedActivation};
 use super::Activation;
 use crate::params::{Init, Params};
@@ -277,13 +277,11 @@ impl Made {
                 // A skip connection joins unit k to unit k below: equal degrees keep it legal.
                 below.clone()
             } else {
+                let cyclic = || (0..width).map(|k| min_deg + k % (d - min_deg));
                 match config.hidden_degrees {
-                    MadeHiddenDegrees::Cyclic => {
-                        (0..width).map(|k| min_deg + k % (d - min_deg)).collect()
-                    }
+                    MadeHiddenDegrees::Cyclic => cyclic().collect(),
                     MadeHiddenDegrees::Sorted => {
-                        let mut degrees: Vec<usize> =
-                            (0..width).map(|k| min_deg + k % (d - min_deg)).collect();
+                        let mut degrees: Vec<usize> = cyclic().collect();
                         degrees.sort_unstable();
                         degrees
                     }
@@ -325,7 +323,7 @@ impl Made {
         let plan = LayerPlan::masked(&output_deg, &below, |o, i| o > i);
         let output = MaskedLinear::new(&params.pp("output"), m, d * p, below.len(), true, plan)?;
         let index = |v: &[usize]| -> Result<Option<Tensor>> {
-            if v.iter().enumerate().all(|(i, &j)| i == j) {
+            if is_identity(v) {
                 return Ok(None);
             }
             let v: Vec<u32> = v.iter().map(|&i| i as u32).collect();

@@ -69,8 +69,8 @@ pub fn guarded_update(
 /// RNODE's penalties) to `-mean log p`; the reported loss is `-mean log p` alone. Batches of at
 /// least two slices of a model whose rows are independent ([`Distribution::rows_independent`])
 /// are cut into row slices ([`Distribution::training_slice_rows`], by default
-/// [`crate::parallel::TRAINING_SLICE_ROWS`]), each with its own graph on its own core ([`crate::parallel`]), and
-/// the slices' gradients summed.
+/// [`crate::parallel::TRAINING_SLICE_ROWS`]), each with its own graph on its own core
+/// ([`crate::parallel`]), and the slices' gradients summed.
 pub fn maximum_likelihood_step(
     model: &dyn Distribution,
     store: &ParamStore,
